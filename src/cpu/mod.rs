@@ -1,0 +1,7 @@
+//! The CPU backend: every GPU kernel's twin over host slices, parallel with rayon. It is the
+//! reference the GPU is tested against and the fallback when no adapter is usable. Nothing
+//! here knows about files or tensor names.
+
+pub mod dequantize;
+pub mod fake_quant;
+pub mod quantize_pack;

@@ -1,0 +1,4 @@
+//! Formats, in one place: the packed-code layout, the `QuantizedTensor` representation and
+//! its on-disk description.
+
+pub mod pack;

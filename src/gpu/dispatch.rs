@@ -1,0 +1,248 @@
+//! The plumbing every launcher shares: host-composed WGSL, cached pipelines created inside
+//! error scopes, bind groups, grids folded into 2-D past the per-dimension limit, windows onto
+//! buffers larger than one binding, and submit-and-wait with errors turned into `Error`s.
+
+use wgpu::util::DeviceExt;
+
+use super::context::Context;
+use crate::error::{Error, Result};
+
+/// Threads per workgroup in every wgquant kernel (the WebGPU guaranteed minimum maximum).
+pub const WORKGROUP_SIZE: u32 = 256;
+
+/// WGSL shared by every kernel: the flat workgroup index of a folded 2-D grid.
+pub(crate) const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
+
+/// A kernel's WGSL as the host composes it: shared snippets followed by the kernel file.
+#[derive(Clone, Copy, Debug)]
+pub struct Shader {
+    /// The kernel family's name, equal to its file in `shaders/` and its modules in
+    /// `src/gpu` and `src/cpu`.
+    pub name: &'static str,
+    /// Source pieces concatenated in order.
+    pub parts: &'static [&'static str],
+}
+
+impl Shader {
+    /// The full WGSL text handed to the compiler.
+    pub fn source(&self) -> String {
+        self.parts.concat()
+    }
+}
+
+impl Context {
+    /// The compute pipeline for `entry` of `shader`, compiled once and cached. Compilation runs
+    /// inside a validation error scope so a broken shader names its kernel instead of panicking.
+    pub fn pipeline(&self, shader: &Shader, entry: &str) -> Result<wgpu::ComputePipeline> {
+        let key = format!("{}::{}", shader.name, entry);
+        if let Some(p) = self.pipeline_cache(|c| c.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let device = self.device();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader.name),
+            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(Error::ShaderValidation {
+                kernel: key,
+                msg: err.to_string(),
+            });
+        }
+        self.pipeline_cache(|c| c.insert(key, pipeline.clone()));
+        Ok(pipeline)
+    }
+
+    /// A small uniform buffer holding one parameter struct.
+    pub(crate) fn uniform<P: bytemuck::Pod>(&self, label: &str, params: &P) -> wgpu::Buffer {
+        self.device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    /// A read-only storage buffer initialised from a slice (record tables, lookup tables).
+    /// Empty slices get one zero word so the binding stays valid.
+    pub(crate) fn storage_init<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let contents: &[u8] = if bytes.is_empty() { &[0u8; 4] } else { bytes };
+        self.device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            })
+    }
+
+    /// The grid for `workgroups` workgroups: one row while it fits the per-dimension limit,
+    /// folded into rows of the maximum width past it. Kernels recover the flat index with
+    /// `flat_workgroup` from common.wgsl and skip the tail of the last row.
+    pub fn grid(&self, workgroups: u32) -> Result<(u32, u32)> {
+        let max = self.work_limits().max_workgroups_per_dim;
+        let x = workgroups.clamp(1, max);
+        let y = workgroups.div_ceil(x).max(1);
+        if y > max {
+            return Err(Error::param(
+                "dispatch",
+                format!("{workgroups} workgroups exceed a {max}x{max} grid"),
+            ));
+        }
+        Ok((x, y))
+    }
+
+    /// Records one dispatch of `pipeline` over `workgroups` workgroups with `bindings`
+    /// (binding number, resource) in bind group 0.
+    pub fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        bindings: &[(u32, wgpu::BindingResource<'_>)],
+        workgroups: u32,
+    ) -> Result<()> {
+        if workgroups == 0 {
+            return Ok(());
+        }
+        let (x, y) = self.grid(workgroups)?;
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
+            .iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: resource.clone(),
+            })
+            .collect();
+        let bind_group = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+        Ok(())
+    }
+
+    /// Records work with `record` into a fresh encoder, submits it and waits. Validation and
+    /// out-of-memory errors raised meanwhile come back as [`Error::Device`] naming `op`.
+    pub fn run<T>(
+        &self,
+        op: &str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
+    ) -> Result<T> {
+        self.scoped(op, || {
+            let mut encoder = self
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+            let out = record(&mut encoder)?;
+            self.queue().submit([encoder.finish()]);
+            self.wait(op)?;
+            Ok(out)
+        })
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes.
+    pub(crate) fn scoped<T>(&self, op: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let device = self.device();
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let out = f();
+        let oom_err = pollster::block_on(oom.pop());
+        let validation_err = pollster::block_on(validation.pop());
+        if let Some(e) = oom_err.or(validation_err) {
+            return Err(Error::Device {
+                op: op.to_string(),
+                msg: e.to_string(),
+            });
+        }
+        out
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self, op: &str) -> Result<()> {
+        self.device()
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Device {
+                op: op.to_string(),
+                msg: e.to_string(),
+            })
+    }
+}
+
+/// A byte range of a buffer bound as one storage binding, and where an element range of the
+/// tensor begins inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Byte offset of the binding (a multiple of the device's storage offset alignment).
+    pub offset: u64,
+    /// Byte size of the binding (a multiple of 4).
+    pub size: u64,
+    /// Index, in elements, of the range's first element inside the binding.
+    pub base: u32,
+}
+
+impl Window {
+    /// This window as a binding of `buffer`.
+    pub fn bind<'a>(&self, buffer: &'a wgpu::Buffer) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.size),
+        })
+    }
+}
+
+/// The smallest aligned window of 4-byte elements `[first, first + len)` of a tensor that starts
+/// `byte_offset` bytes into its buffer.
+pub fn window(ctx: &Context, byte_offset: u64, first: u64, len: u64) -> Result<Window> {
+    let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4));
+    let start = byte_offset + first * 4;
+    let offset = start / align * align;
+    let base = (start - offset) / 4;
+    let size = ((base + len.max(1)) * 4).max(4);
+    if size > ctx.work_limits().max_binding_bytes {
+        return Err(Error::param(
+            "window",
+            format!(
+                "{size} bytes exceed the binding limit of {}",
+                ctx.work_limits().max_binding_bytes
+            ),
+        ));
+    }
+    Ok(Window {
+        offset,
+        size,
+        base: base as u32,
+    })
+}
+
+/// Splits `n` elements into chunks that each fit one binding with room for alignment, every
+/// chunk but the last a multiple of `granule` elements.
+pub fn chunks(ctx: &Context, n: u64, granule: u64) -> Vec<std::ops::Range<u64>> {
+    let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4));
+    let max_elems = (ctx.work_limits().max_binding_bytes.saturating_sub(align)) / 4;
+    let granule = granule.max(1);
+    let per_chunk = (max_elems / granule * granule).max(granule);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let end = (start + per_chunk).min(n);
+        out.push(start..end);
+        start = end;
+    }
+    out
+}

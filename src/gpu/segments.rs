@@ -1,0 +1,224 @@
+//! Launch plumbing shared by the batched affine kernels (fake_quant, quantize_pack,
+//! dequantize): split segments into chunks that fit one binding, group chunks into
+//! dispatches whose input, output and parameter ranges each fit a binding window, rebase
+//! the records into those windows and dispatch. `shaders/segments.wgsl` is its WGSL half.
+
+use super::context::Context;
+use super::dispatch::{self, Shader, Window};
+use super::tensor::GpuTensor;
+pub use crate::affine::Layout;
+use crate::affine::{AffineSegment, check_segments};
+use crate::error::{Error, Result};
+
+/// Uniform parameters of every segment kernel; mirrors `SegmentParams` in segments.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SegmentParams {
+    /// Records in the segment table.
+    pub num_segments: u32,
+    /// Workgroups the dispatch covers (the folded grid may have a few more).
+    pub num_workgroups: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+const _: () = assert!(std::mem::size_of::<SegmentParams>() == 16);
+
+/// The per-kernel facts the shared launcher needs.
+pub struct SegmentKernel {
+    /// The composed WGSL.
+    pub shader: Shader,
+    /// Entry point.
+    pub entry: &'static str,
+    /// How the input side is addressed.
+    pub src: Layout,
+    /// How the output side is addressed.
+    pub dst: Layout,
+    /// Workgroups one chunk needs.
+    pub workgroups: fn(&AffineSegment) -> u32,
+}
+
+/// The tensors bound to a segment kernel. `src == None` runs the kernel in place on `dst`.
+pub struct SegmentBuffers<'a> {
+    /// Per-group scales (f32).
+    pub scale: &'a GpuTensor,
+    /// Per-group zero points (i32).
+    pub zero: &'a GpuTensor,
+    /// Input; `None` for in place.
+    pub src: Option<&'a GpuTensor>,
+    /// Output.
+    pub dst: &'a GpuTensor,
+}
+
+/// Chunks never split a packed word: a multiple of 32 elements starts a word at any width.
+const CHUNK_GRANULE: u64 = 32;
+
+/// Splits one segment into pieces no longer than `max_len` elements (a multiple of 32).
+fn split(seg: &AffineSegment, kernel: &SegmentKernel, max_len: u64) -> Vec<AffineSegment> {
+    let mut out = Vec::new();
+    let len = u64::from(seg.len);
+    let mut a = 0u64;
+    while a < len {
+        let b = (a + max_len).min(len);
+        let phase = u64::from(seg.group_phase) + a;
+        let group_len = u64::from(seg.group_len);
+        out.push(AffineSegment {
+            src: seg.src + kernel.src.span(seg, a) as u32,
+            dst: seg.dst + kernel.dst.span(seg, a) as u32,
+            len: (b - a) as u32,
+            group_phase: (phase % group_len) as u32,
+            param: seg.param + (phase / group_len) as u32,
+            ..*seg
+        });
+        a = b;
+    }
+    out
+}
+
+/// Unit ranges (input, output, parameters) a chunk touches.
+fn ranges(seg: &AffineSegment, kernel: &SegmentKernel) -> [(u64, u64); 3] {
+    seg.ranges(kernel.src, kernel.dst)
+}
+
+/// Records `segments` into `encoder` as few dispatches as the binding limits allow.
+pub fn encode(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    kernel: &SegmentKernel,
+    bufs: &SegmentBuffers<'_>,
+    segments: &[AffineSegment],
+) -> Result<()> {
+    let op = kernel.shader.name;
+    check_buffers(op, kernel, bufs, segments)?;
+    let pipeline = ctx.pipeline(&kernel.shader, kernel.entry)?;
+    let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4)) / 4;
+    // Units that fit one binding with room for the alignment slack of its window.
+    let budget = ctx.work_limits().max_binding_bytes / 4 - align;
+    let max_len = (budget / CHUNK_GRANULE * CHUNK_GRANULE).max(CHUNK_GRANULE);
+
+    let mut batch: Vec<AffineSegment> = Vec::new();
+    let mut span: [(u64, u64); 3] = [(u64::MAX, 0); 3];
+    for seg in segments.iter().filter(|s| s.len > 0) {
+        for chunk in split(seg, kernel, max_len) {
+            let r = ranges(&chunk, kernel);
+            let merged: [(u64, u64); 3] =
+                std::array::from_fn(|k| (span[k].0.min(r[k].0), span[k].1.max(r[k].1)));
+            if !batch.is_empty() && merged.iter().any(|&(a, b)| b - a > budget) {
+                flush(ctx, encoder, kernel, &pipeline, bufs, &batch, span)?;
+                batch.clear();
+                span = r;
+            } else {
+                span = merged;
+            }
+            batch.push(chunk);
+        }
+    }
+    if !batch.is_empty() {
+        flush(ctx, encoder, kernel, &pipeline, bufs, &batch, span)?;
+    }
+    Ok(())
+}
+
+fn check_buffers(
+    op: &str,
+    kernel: &SegmentKernel,
+    bufs: &SegmentBuffers<'_>,
+    segments: &[AffineSegment],
+) -> Result<()> {
+    use super::tensor::ElemType;
+    bufs.scale.expect_dtype(op, ElemType::F32)?;
+    bufs.zero.expect_dtype(op, ElemType::I32)?;
+    let dtype_of = |l: Layout| match l {
+        Layout::Elements => ElemType::F32,
+        Layout::Packed => ElemType::U32,
+    };
+    bufs.dst.expect_dtype(op, dtype_of(kernel.dst))?;
+    if let Some(src) = bufs.src {
+        src.expect_dtype(op, dtype_of(kernel.src))?;
+        if src.overlaps(bufs.dst) {
+            return Err(Error::param(op, "input and output overlap (use the in-place form)"));
+        }
+    }
+    let src_len = bufs.src.unwrap_or(bufs.dst).numel();
+    let params_len = bufs.scale.numel().min(bufs.zero.numel());
+    check_segments(
+        op,
+        segments,
+        (kernel.src, src_len),
+        (kernel.dst, bufs.dst.numel()),
+        params_len,
+    )
+}
+
+/// Binds windows covering `span`, rebases the batch into them and dispatches it.
+fn flush(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    kernel: &SegmentKernel,
+    pipeline: &wgpu::ComputePipeline,
+    bufs: &SegmentBuffers<'_>,
+    batch: &[AffineSegment],
+    span: [(u64, u64); 3],
+) -> Result<()> {
+    let win = |t: &GpuTensor, (a, b): (u64, u64)| dispatch::window(ctx, t.offset(), a, b - a);
+    let src_t = bufs.src.unwrap_or(bufs.dst);
+    let src_w: Window = win(src_t, span[0])?;
+    let dst_w: Window = win(bufs.dst, span[1])?;
+    let scale_w = win(bufs.scale, span[2])?;
+    let zero_w = win(bufs.zero, span[2])?;
+    if bufs.src.is_none() && (span[0] != span[1]) {
+        return Err(Error::param(kernel.shader.name, "in-place segments must have src == dst"));
+    }
+    let param_shift = |p: u32, w: &Window| p - span[2].0 as u32 + w.base;
+    if scale_w.base != zero_w.base {
+        return Err(Error::param(
+            kernel.shader.name,
+            "scale and zero-point tensors must share their alignment",
+        ));
+    }
+    let mut starts = Vec::with_capacity(batch.len());
+    let mut total = 0u32;
+    let records: Vec<AffineSegment> = batch
+        .iter()
+        .map(|c| {
+            starts.push(total);
+            total += (kernel.workgroups)(c);
+            AffineSegment {
+                src: c.src - span[0].0 as u32 + src_w.base,
+                dst: c.dst - span[1].0 as u32 + dst_w.base,
+                param: param_shift(c.param, &scale_w),
+                ..*c
+            }
+        })
+        .collect();
+    let params = SegmentParams {
+        num_segments: records.len() as u32,
+        num_workgroups: total,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let uniform = ctx.uniform("segment params", &params);
+    let seg_buf = ctx.storage_init("segments", &records);
+    let start_buf = ctx.storage_init("segment starts", &starts);
+    let mut bindings = vec![
+        (0, uniform.as_entire_binding()),
+        (1, seg_buf.as_entire_binding()),
+        (2, start_buf.as_entire_binding()),
+        (3, scale_w.bind(bufs.scale.buffer())),
+        (4, zero_w.bind(bufs.zero.buffer())),
+    ];
+    if let Some(src) = bufs.src {
+        bindings.push((5, src_w.bind(src.buffer())));
+    }
+    bindings.push((6, dst_w.bind(bufs.dst.buffer())));
+    ctx.dispatch(encoder, pipeline, &bindings, total)
+}
+
+/// `shaders/affine.wgsl`: the quantizer numerics.
+pub(crate) const AFFINE_WGSL: &str = include_str!("../../shaders/affine.wgsl");
+/// `shaders/segments.wgsl`: the segment table and its lookup.
+pub(crate) const SEGMENTS_WGSL: &str = include_str!("../../shaders/segments.wgsl");
+
+/// Workgroups for a kernel where each thread handles `per_thread` elements.
+pub(crate) fn elementwise_workgroups<const PER_THREAD: u32>(seg: &AffineSegment) -> u32 {
+    seg.len.div_ceil(super::dispatch::WORKGROUP_SIZE * PER_THREAD)
+}
