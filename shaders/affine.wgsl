@@ -30,3 +30,42 @@ fn dequantize_code(q: i32, s: f32, z: i32) -> f32 {
 fn segment_group(seg: AffineSegment, i: u32) -> u32 {
     return seg.param + (seg.group_phase + i) / seg.group_len;
 }
+
+// The calibrated range of one group; mirrors `GroupRange` in src/affine.rs (16 bytes).
+struct GroupRange {
+    lo: f32,
+    hi: f32,
+    nonfinite: u32, // NaN and ±Inf values, left out of [lo, hi]
+    _pad: u32,
+}
+
+fn is_finite_f32(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+struct AffineParams {
+    scale: f32,
+    zero: i32,
+}
+
+// A usable scale: s when it is a positive normal number, else 1 (an all-zero range).
+fn positive_scale(s: f32) -> f32 {
+    if (s >= 1.17549435e-38 && s <= 3.40282347e38) { return s; }
+    return 1.0;
+}
+
+// (scale, zero point) for a calibrated range; mirrors `affine_from_range` in src/affine.rs.
+// Symmetric: s = max(|lo|, |hi|) / ((qmax − qmin)/2). Asymmetric: the range is widened to hold 0,
+// s = (hi − lo)/(qmax − qmin), z = clamp(round(qmin − lo/s), qmin, qmax).
+fn affine_from_range(lo: f32, hi: f32, qmin: i32, qmax: i32, symmetric: bool) -> AffineParams {
+    let levels = f32(qmax - qmin);
+    if (symmetric) {
+        let a = max(abs(lo), abs(hi));
+        return AffineParams(positive_scale(a / (levels * 0.5)), 0);
+    }
+    let l = min(lo, 0.0);
+    let h = max(hi, 0.0);
+    let s = positive_scale((h - l) / levels);
+    let z = clamp(round(f32(qmin) - l / s), f32(qmin), f32(qmax));
+    return AffineParams(s, i32(z));
+}

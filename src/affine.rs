@@ -58,12 +58,19 @@ impl AffineSegment {
             return Err(Error::param(op, "group length 0"));
         }
         if !(1..=16).contains(&self.bits) {
-            return Err(Error::param(op, format!("bits {} outside 1..=16", self.bits)));
-        }
-        if self.qmin > self.qmax || i64::from(self.qmax) - i64::from(self.qmin) >= 1i64 << self.bits {
             return Err(Error::param(
                 op,
-                format!("range [{}, {}] does not fit {} bits", self.qmin, self.qmax, self.bits),
+                format!("bits {} outside 1..=16", self.bits),
+            ));
+        }
+        if self.qmin > self.qmax || i64::from(self.qmax) - i64::from(self.qmin) >= 1i64 << self.bits
+        {
+            return Err(Error::param(
+                op,
+                format!(
+                    "range [{}, {}] does not fit {} bits",
+                    self.qmin, self.qmax, self.bits
+                ),
             ));
         }
         Ok(())
@@ -96,10 +103,16 @@ impl AffineScheme {
     /// A scheme after checking its bit width (1–16; restricted needs at least 2).
     pub fn new(bits: u32, mode: AffineMode) -> Result<Self> {
         if !(1..=16).contains(&bits) {
-            return Err(Error::param("affine", format!("bits {bits} outside 1..=16")));
+            return Err(Error::param(
+                "affine",
+                format!("bits {bits} outside 1..=16"),
+            ));
         }
         if mode == AffineMode::SymmetricRestricted && bits < 2 {
-            return Err(Error::param("affine", "restricted range needs at least 2 bits"));
+            return Err(Error::param(
+                "affine",
+                "restricted range needs at least 2 bits",
+            ));
         }
         Ok(Self { bits, mode })
     }
@@ -157,7 +170,11 @@ pub fn affine_from_range(lo: f32, hi: f32, qmin: i32, qmax: i32, symmetric: bool
 /// A usable scale: `s` when it is a positive normal number, else 1 (an all-zero range).
 #[inline]
 fn positive_scale(s: f32) -> f32 {
-    if s >= f32::MIN_POSITIVE && s.is_finite() { s } else { 1.0 }
+    if s >= f32::MIN_POSITIVE && s.is_finite() {
+        s
+    } else {
+        1.0
+    }
 }
 
 /// `q = clamp(round(x / s) + z, qmin, qmax)`, half to even (the plain reference form).
@@ -196,7 +213,11 @@ impl AffineSegment {
     /// Half-open unit ranges of the input, the output and the parameters the segment touches.
     pub fn ranges(&self, src: Layout, dst: Layout) -> [(u64, u64); 3] {
         let len = u64::from(self.len);
-        let (s, d, p) = (u64::from(self.src), u64::from(self.dst), u64::from(self.param));
+        let (s, d, p) = (
+            u64::from(self.src),
+            u64::from(self.dst),
+            u64::from(self.param),
+        );
         [
             (s, s + src.span(self, len)),
             (d, d + dst.span(self, len)),
@@ -233,4 +254,58 @@ pub fn check_segments(
         return Err(Error::param(op, "segments write overlapping outputs"));
     }
     Ok(())
+}
+
+/// The calibrated range of one group and how many of its values were not finite (those are
+/// left out of the range). Mirrored by `GroupRange` in `shaders/affine.wgsl`; 16 bytes so that
+/// windows of an array of them start on an element.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GroupRange {
+    /// Lower end (+inf for a group without finite values).
+    pub lo: f32,
+    /// Upper end (−inf for a group without finite values).
+    pub hi: f32,
+    /// Count of NaN and ±Inf values.
+    pub nonfinite: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<GroupRange>() == 16);
+
+impl GroupRange {
+    /// The range of no values.
+    pub const EMPTY: GroupRange = GroupRange {
+        lo: f32::INFINITY,
+        hi: f32::NEG_INFINITY,
+        nonfinite: 0,
+        _pad: 0,
+    };
+
+    /// Widened by one value (non-finite values are counted, not ranged).
+    #[inline]
+    pub fn push(self, x: f32) -> Self {
+        if x.is_finite() {
+            GroupRange {
+                lo: self.lo.min(x),
+                hi: self.hi.max(x),
+                ..self
+            }
+        } else {
+            GroupRange {
+                nonfinite: self.nonfinite + 1,
+                ..self
+            }
+        }
+    }
+
+    /// The union of two ranges.
+    #[inline]
+    pub fn merge(self, o: Self) -> Self {
+        GroupRange {
+            lo: self.lo.min(o.lo),
+            hi: self.hi.max(o.hi),
+            nonfinite: self.nonfinite + o.nonfinite,
+            _pad: 0,
+        }
+    }
 }

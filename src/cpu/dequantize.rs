@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::affine::{Layout, check_segments, AffineSegment, dequantize_code};
+use crate::affine::{AffineSegment, Layout, check_segments, dequantize_code};
 use crate::error::Result;
 use crate::format::pack::get_code;
 
@@ -28,15 +28,17 @@ pub fn dequantize(
     for seg in segments {
         let words = &codes[seg.src as usize..][..seg.packed_words()];
         let out = &mut dst[seg.dst as usize..][..seg.len as usize];
-        out.par_chunks_mut(TASK_ELEMS).enumerate().for_each(|(t, out)| {
-            let first = t * TASK_ELEMS;
-            for (k, y) in out.iter_mut().enumerate() {
-                let i = first + k;
-                let g = seg.group_of(i);
-                let q = get_code(words, i, seg.bits) as i32 + seg.qmin;
-                *y = dequantize_code(q, scale[g], zero[g]);
-            }
-        });
+        out.par_chunks_mut(TASK_ELEMS)
+            .enumerate()
+            .for_each(|(t, out)| {
+                let first = t * TASK_ELEMS;
+                for (k, y) in out.iter_mut().enumerate() {
+                    let i = first + k;
+                    let g = seg.group_of(i);
+                    let q = get_code(words, i, seg.bits) as i32 + seg.qmin;
+                    *y = dequantize_code(q, scale[g], zero[g]);
+                }
+            });
     }
     Ok(())
 }

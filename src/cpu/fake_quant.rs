@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::affine::{Layout, check_segments, AffineSegment, dequantize_code, quantize_code};
+use crate::affine::{AffineSegment, Layout, check_segments, dequantize_code, quantize_code};
 use crate::error::Result;
 
 /// Adding then subtracting 1.5·2^23 rounds an f32 of magnitude below 2^22 to the nearest
@@ -149,7 +149,13 @@ pub fn fake_quant_reference(
     for seg in segments {
         for i in 0..seg.len as usize {
             let g = seg.group_of(i);
-            let q = quantize_code(src[seg.src as usize + i], scale[g], zero[g], seg.qmin, seg.qmax);
+            let q = quantize_code(
+                src[seg.src as usize + i],
+                scale[g],
+                zero[g],
+                seg.qmin,
+                seg.qmax,
+            );
             dst[seg.dst as usize + i] = dequantize_code(q, scale[g], zero[g]);
         }
     }

@@ -2,6 +2,10 @@
 //! reference the GPU is tested against and the fallback when no adapter is usable. Nothing
 //! here knows about files or tensor names.
 
+pub mod affine_params;
+pub mod clip_search;
 pub mod dequantize;
 pub mod fake_quant;
+pub mod histogram;
+pub mod minmax;
 pub mod quantize_pack;

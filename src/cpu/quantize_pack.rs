@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::affine::{Layout, check_segments, AffineSegment, quantize_code};
+use crate::affine::{AffineSegment, Layout, check_segments, quantize_code};
 use crate::error::Result;
 use crate::format::pack::put_code;
 

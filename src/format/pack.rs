@@ -40,7 +40,11 @@ pub fn get_code(words: &[u32], i: usize, bits: u32) -> u32 {
 /// The low `bits` bits set.
 #[inline]
 pub fn mask(bits: u32) -> u32 {
-    if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 }
+    if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    }
 }
 
 /// Packs `codes` (each below 2^bits) into a new word vector.

@@ -138,13 +138,12 @@ impl Context {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-                Error::RequestDevice {
-                    adapter: describe_adapter(&info),
-                    msg: e.to_string(),
-                }
-            })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::RequestDevice {
+                adapter: describe_adapter(&info),
+                msg: e.to_string(),
+            }
+        })?;
         Ok(Self::from_device(device, queue))
     }
 

@@ -4,8 +4,7 @@
 use super::context::Context;
 use super::dispatch::{COMMON_WGSL, Shader};
 use super::segments::{
-    self, AFFINE_WGSL, Layout, SEGMENTS_WGSL, SegmentBuffers, SegmentKernel,
-    elementwise_workgroups,
+    self, AFFINE_WGSL, Layout, SEGMENTS_WGSL, SegmentBuffers, SegmentKernel, elementwise_workgroups,
 };
 use super::tensor::GpuTensor;
 use crate::affine::AffineSegment;

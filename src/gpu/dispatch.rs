@@ -209,11 +209,29 @@ impl Window {
 /// The smallest aligned window of 4-byte elements `[first, first + len)` of a tensor that starts
 /// `byte_offset` bytes into its buffer.
 pub fn window(ctx: &Context, byte_offset: u64, first: u64, len: u64) -> Result<Window> {
+    window_of(ctx, byte_offset, first, len, 4)
+}
+
+/// [`window`] for elements of `elem_size` bytes (a power of two dividing the offset alignment,
+/// so the window starts on an element boundary when `byte_offset` is a multiple of it).
+pub fn window_of(
+    ctx: &Context,
+    byte_offset: u64,
+    first: u64,
+    len: u64,
+    elem_size: u64,
+) -> Result<Window> {
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4));
-    let start = byte_offset + first * 4;
+    let start = byte_offset + first * elem_size;
     let offset = start / align * align;
-    let base = (start - offset) / 4;
-    let size = ((base + len.max(1)) * 4).max(4);
+    if (start - offset) % elem_size != 0 {
+        return Err(Error::param(
+            "window",
+            format!("byte offset {byte_offset} is not a multiple of the {elem_size}-byte element"),
+        ));
+    }
+    let base = (start - offset) / elem_size;
+    let size = ((base + len.max(1)) * elem_size).max(4);
     if size > ctx.work_limits().max_binding_bytes {
         return Err(Error::param(
             "window",

@@ -4,8 +4,7 @@
 use super::context::Context;
 use super::dispatch::{COMMON_WGSL, Shader};
 use super::segments::{
-    self, AFFINE_WGSL, Layout, SEGMENTS_WGSL, SegmentBuffers, SegmentKernel,
-    elementwise_workgroups,
+    self, AFFINE_WGSL, Layout, SEGMENTS_WGSL, SegmentBuffers, SegmentKernel, elementwise_workgroups,
 };
 use super::tensor::GpuTensor;
 use crate::affine::AffineSegment;
@@ -54,7 +53,11 @@ pub fn encode(
         src: (!in_place).then_some(input),
         dst: output,
     };
-    let entry = if in_place { "fake_quant_inplace" } else { "fake_quant" };
+    let entry = if in_place {
+        "fake_quant_inplace"
+    } else {
+        "fake_quant"
+    };
     segments::encode(ctx, encoder, &kernel(entry), &bufs, segments)
 }
 

@@ -2,13 +2,18 @@
 //! one launcher module per shader in `shaders/` (same name). Nothing here knows about files
 //! or tensor names.
 
+pub mod affine_params;
+pub mod clip_search;
 pub mod context;
 pub mod dequantize;
 pub mod dispatch;
 pub mod fake_quant;
+pub mod histogram;
+pub mod minmax;
 pub mod quantize_pack;
 pub mod segments;
 pub mod tensor;
+pub mod tiles;
 
 pub use context::{Context, WorkLimits, describe_adapter, list_adapters};
 pub use dispatch::{Shader, WORKGROUP_SIZE, Window};
@@ -16,5 +21,13 @@ pub use tensor::{ElemType, GpuTensor};
 
 /// Every kernel family's composed WGSL, for validation and translation tests.
 pub fn all_shaders() -> Vec<Shader> {
-    vec![fake_quant::SHADER, quantize_pack::SHADER, dequantize::SHADER]
+    vec![
+        fake_quant::SHADER,
+        quantize_pack::SHADER,
+        dequantize::SHADER,
+        minmax::SHADER,
+        affine_params::SHADER,
+        histogram::SHADER,
+        clip_search::SHADER,
+    ]
 }

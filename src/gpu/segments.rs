@@ -135,7 +135,10 @@ fn check_buffers(
     if let Some(src) = bufs.src {
         src.expect_dtype(op, dtype_of(kernel.src))?;
         if src.overlaps(bufs.dst) {
-            return Err(Error::param(op, "input and output overlap (use the in-place form)"));
+            return Err(Error::param(
+                op,
+                "input and output overlap (use the in-place form)",
+            ));
         }
     }
     let src_len = bufs.src.unwrap_or(bufs.dst).numel();
@@ -166,7 +169,10 @@ fn flush(
     let scale_w = win(bufs.scale, span[2])?;
     let zero_w = win(bufs.zero, span[2])?;
     if bufs.src.is_none() && (span[0] != span[1]) {
-        return Err(Error::param(kernel.shader.name, "in-place segments must have src == dst"));
+        return Err(Error::param(
+            kernel.shader.name,
+            "in-place segments must have src == dst",
+        ));
     }
     let param_shift = |p: u32, w: &Window| p - span[2].0 as u32 + w.base;
     if scale_w.base != zero_w.base {
@@ -220,5 +226,6 @@ pub(crate) const SEGMENTS_WGSL: &str = include_str!("../../shaders/segments.wgsl
 
 /// Workgroups for a kernel where each thread handles `per_thread` elements.
 pub(crate) fn elementwise_workgroups<const PER_THREAD: u32>(seg: &AffineSegment) -> u32 {
-    seg.len.div_ceil(super::dispatch::WORKGROUP_SIZE * PER_THREAD)
+    seg.len
+        .div_ceil(super::dispatch::WORKGROUP_SIZE * PER_THREAD)
 }

@@ -145,7 +145,11 @@ impl GpuTensor {
         if first + len > self.numel() {
             return Err(Error::shape(
                 "GpuTensor::slice",
-                format!("[{first}, {}) is outside {} elements", first + len, self.numel()),
+                format!(
+                    "[{first}, {}) is outside {} elements",
+                    first + len,
+                    self.numel()
+                ),
             ));
         }
         Ok(Self {
@@ -261,16 +265,19 @@ impl GpuTensor {
         })
     }
 
-    /// Copies the tensor back to the host (waits for all submitted work).
+    /// Copies the tensor back to the host as a vector of `T` (waits for all submitted work).
+    /// `T` may be any plain-data type whose size divides the tensor's bytes, so an array of
+    /// structs can be read from a u32 tensor.
     pub fn download<T: bytemuck::Pod>(&self, ctx: &Context) -> Result<Vec<T>> {
         let total = self.byte_len();
-        if std::mem::size_of::<T>() as u64 != self.dtype.size() {
+        let item = std::mem::size_of::<T>() as u64;
+        if item == 0 || total % item != 0 {
             return Err(Error::UnsupportedDType {
                 op: "GpuTensor::download".into(),
-                dtype: format!("{:?} into {}", self.dtype, std::any::type_name::<T>()),
+                dtype: format!("{total} bytes into {}", std::any::type_name::<T>()),
             });
         }
-        let mut out: Vec<T> = vec![T::zeroed(); self.numel()];
+        let mut out: Vec<T> = vec![T::zeroed(); (total / item) as usize];
         if total == 0 {
             return Ok(out);
         }
@@ -289,7 +296,12 @@ impl GpuTensor {
                 enc.copy_buffer_to_buffer(&self.buffer, self.offset + done, &staging, 0, take);
                 Ok(())
             })?;
-            read_mapped(ctx, &staging, take, &mut out_bytes[done as usize..(done + take) as usize])?;
+            read_mapped(
+                ctx,
+                &staging,
+                take,
+                &mut out_bytes[done as usize..(done + take) as usize],
+            )?;
             done += take;
         }
         Ok(out)
@@ -331,10 +343,12 @@ fn read_mapped(ctx: &Context, staging: &wgpu::Buffer, len: u64, dst: &mut [u8]) 
         msg: e.to_string(),
     })?;
     {
-        let view = staging.get_mapped_range(0..len).map_err(|e| Error::Readback {
-            op: "GpuTensor::download".into(),
-            msg: e.to_string(),
-        })?;
+        let view = staging
+            .get_mapped_range(0..len)
+            .map_err(|e| Error::Readback {
+                op: "GpuTensor::download".into(),
+                msg: e.to_string(),
+            })?;
         dst.copy_from_slice(&view);
     }
     staging.unmap();

@@ -1,0 +1,63 @@
+//! CPU twin of `shaders/minmax.wgsl`: per-group ranges with non-finite counts, and their
+//! exponential moving average across batches.
+
+use rayon::prelude::*;
+
+use crate::affine::GroupRange;
+use crate::error::{Error, Result};
+
+/// Elements per rayon task inside one large group.
+const TASK_ELEMS: usize = 1 << 16;
+
+/// The range of every group of `group_len` consecutive elements of `x`.
+pub fn group_ranges(x: &[f32], group_len: usize) -> Result<Vec<GroupRange>> {
+    if group_len == 0 || x.len() % group_len != 0 {
+        return Err(Error::param(
+            "minmax",
+            format!(
+                "group length {group_len} does not divide {} elements",
+                x.len()
+            ),
+        ));
+    }
+    let fold = |c: &[f32]| c.iter().fold(GroupRange::EMPTY, |r, &v| r.push(v));
+    Ok(if group_len >= TASK_ELEMS {
+        x.chunks(group_len)
+            .map(|g| {
+                g.par_chunks(TASK_ELEMS)
+                    .map(fold)
+                    .reduce(|| GroupRange::EMPTY, GroupRange::merge)
+            })
+            .collect()
+    } else {
+        x.par_chunks(group_len).map(fold).collect()
+    })
+}
+
+/// `state ← batch` when `first`, else `state ← state + momentum·(batch − state)` per group.
+pub fn ema_update(
+    batch: &[GroupRange],
+    state: &mut [GroupRange],
+    first: bool,
+    momentum: f32,
+) -> Result<()> {
+    if batch.len() != state.len() {
+        return Err(Error::shape(
+            "minmax::ema",
+            "batch and state ranges differ in size",
+        ));
+    }
+    for (s, b) in state.iter_mut().zip(batch) {
+        *s = if first {
+            *b
+        } else {
+            GroupRange {
+                lo: s.lo + momentum * (b.lo - s.lo),
+                hi: s.hi + momentum * (b.hi - s.hi),
+                nonfinite: s.nonfinite + b.nonfinite,
+                _pad: 0,
+            }
+        };
+    }
+    Ok(())
+}

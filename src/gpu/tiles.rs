@@ -1,0 +1,196 @@
+//! Plumbing for tiled per-group reductions (minmax, clip_search; WGSL half in
+//! `shaders/tiles.wgsl`): groups are cut into tiles, each reduced by a power-of-two number of
+//! lanes in a fixed tree order, and tiles are batched into dispatches whose input, per-group
+//! and per-tile ranges each fit one binding window.
+
+use std::ops::Range;
+
+use super::context::Context;
+use super::dispatch::{WORKGROUP_SIZE, Window, window_of};
+use crate::error::{Error, Result};
+
+/// Uniform tile parameters; mirrors `TileParams` in tiles.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TileParams {
+    /// Elements per group.
+    pub group_len: u32,
+    /// Elements per tile (the last tile of a group may be shorter).
+    pub tile_len: u32,
+    /// Tiles per group.
+    pub tiles_per_group: u32,
+    /// Threads per tile.
+    pub lanes: u32,
+    /// Global index of the dispatch's first tile.
+    pub first_tile: u32,
+    /// Tiles in the dispatch.
+    pub num_tiles: u32,
+    /// Global index of the element at `elem_base` of the bound input.
+    pub elem_first: u32,
+    /// Index of that element inside the bound input window.
+    pub elem_base: u32,
+    /// Global index of the group at `group_base` of per-group bindings.
+    pub group_first: u32,
+    /// Index of that group inside the per-group windows.
+    pub group_base: u32,
+    /// Index of the dispatch's first tile in per-tile outputs.
+    pub out_base: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<TileParams>() == 48);
+
+/// Elements a lane should cover before another lane pays off.
+const ELEMS_PER_LANE: u64 = 8;
+
+/// How a tensor of `numel` elements in groups of `group_len` is tiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TilePlan {
+    /// Elements in the tensor.
+    pub numel: u64,
+    /// Elements per group.
+    pub group_len: u64,
+    /// Elements per tile.
+    pub tile_len: u64,
+    /// Tiles per group.
+    pub tiles_per_group: u64,
+    /// Threads per tile.
+    pub lanes: u32,
+}
+
+/// One dispatch's share of a plan: its tiles and the windows they read and write.
+#[derive(Clone, Debug)]
+pub struct TileChunk {
+    /// Global tile indices.
+    pub tiles: Range<u64>,
+    /// Groups the tiles belong to.
+    pub groups: Range<u64>,
+    /// Elements the tiles cover.
+    pub elems: Range<u64>,
+}
+
+impl TilePlan {
+    /// Tiles of at most `max_tile` elements over groups of `group_len`.
+    pub fn new(numel: usize, group_len: usize, max_tile: u64) -> Result<Self> {
+        if group_len == 0 || numel % group_len != 0 {
+            return Err(Error::param(
+                "tiles",
+                format!("group length {group_len} does not divide {numel} elements"),
+            ));
+        }
+        if numel as u64 >= u64::from(u32::MAX) {
+            return Err(Error::param(
+                "tiles",
+                format!("{numel} elements exceed u32 indexing"),
+            ));
+        }
+        let group_len = group_len as u64;
+        let tile_len = group_len.min(max_tile.max(1));
+        let lanes = tile_len
+            .div_ceil(ELEMS_PER_LANE)
+            .next_power_of_two()
+            .min(u64::from(WORKGROUP_SIZE)) as u32;
+        Ok(Self {
+            numel: numel as u64,
+            group_len,
+            tile_len,
+            tiles_per_group: group_len.div_ceil(tile_len),
+            lanes,
+        })
+    }
+
+    /// Number of groups.
+    pub fn num_groups(&self) -> u64 {
+        self.numel / self.group_len
+    }
+
+    /// Number of tiles.
+    pub fn num_tiles(&self) -> u64 {
+        self.num_groups() * self.tiles_per_group
+    }
+
+    /// Global element range of tile `t`.
+    pub fn tile_elems(&self, t: u64) -> Range<u64> {
+        let (g, k) = (t / self.tiles_per_group, t % self.tiles_per_group);
+        let start = g * self.group_len + k * self.tile_len;
+        start..(start + self.tile_len).min((g + 1) * self.group_len)
+    }
+
+    /// Batches of consecutive tiles whose element span, group span (`words_per_group` 4-byte
+    /// words each) and per-tile output (`words_per_tile` each) each fit one binding.
+    pub fn chunks(
+        &self,
+        ctx: &Context,
+        words_per_group: u64,
+        words_per_tile: u64,
+    ) -> Vec<TileChunk> {
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4)) / 4;
+        let budget = ctx.work_limits().max_binding_bytes / 4 - align;
+        // Whole groups of tiles per chunk when they fit, so a reduction pass sees each group once.
+        let tiles_by_elems = (budget / self.tile_len).max(1);
+        let tiles_by_groups = (budget / words_per_group.max(1)).max(1) * self.tiles_per_group;
+        let tiles_by_out = (budget / words_per_tile.max(1)).max(1);
+        let per_chunk = tiles_by_elems.min(tiles_by_groups).min(tiles_by_out).max(1);
+        let mut out = Vec::new();
+        let mut t = 0;
+        while t < self.num_tiles() {
+            let end = (t + per_chunk).min(self.num_tiles());
+            out.push(TileChunk {
+                tiles: t..end,
+                groups: t / self.tiles_per_group..(end - 1) / self.tiles_per_group + 1,
+                elems: self.tile_elems(t).start..self.tile_elems(end - 1).end,
+            });
+            t = end;
+        }
+        out
+    }
+
+    /// Workgroups for a chunk.
+    pub fn workgroups(&self, chunk: &TileChunk) -> u32 {
+        let per_wg = u64::from(WORKGROUP_SIZE / self.lanes);
+        (chunk.tiles.end - chunk.tiles.start).div_ceil(per_wg) as u32
+    }
+
+    /// Uniform parameters for a chunk, given the windows of its input (`elems`), per-group
+    /// bindings (`groups`) and per-tile outputs (whose base is `out_base`).
+    pub fn params(
+        &self,
+        chunk: &TileChunk,
+        input: &Window,
+        groups: &Window,
+        out_base: u32,
+    ) -> TileParams {
+        TileParams {
+            group_len: self.group_len as u32,
+            tile_len: self.tile_len as u32,
+            tiles_per_group: self.tiles_per_group as u32,
+            lanes: self.lanes,
+            first_tile: chunk.tiles.start as u32,
+            num_tiles: (chunk.tiles.end - chunk.tiles.start) as u32,
+            elem_first: chunk.elems.start as u32,
+            elem_base: input.base,
+            group_first: chunk.groups.start as u32,
+            group_base: groups.base,
+            out_base,
+            _pad: 0,
+        }
+    }
+}
+
+/// The window of `range` (in `elem_size`-byte elements) of a tensor at `byte_offset`.
+pub fn window_for(
+    ctx: &Context,
+    byte_offset: u64,
+    range: &Range<u64>,
+    elem_size: u64,
+) -> Result<Window> {
+    window_of(
+        ctx,
+        byte_offset,
+        range.start,
+        range.end - range.start,
+        elem_size,
+    )
+}
+
+/// `shaders/tiles.wgsl`.
+pub(crate) const TILES_WGSL: &str = include_str!("../../shaders/tiles.wgsl");
