@@ -13,5 +13,6 @@ pub mod cpu;
 pub mod error;
 pub mod format;
 pub mod gpu;
+pub mod quant;
 
 pub use error::{Error, Result};

@@ -2,3 +2,6 @@
 //! its on-disk description.
 
 pub mod pack;
+pub mod quantized;
+
+pub use quantized::{Encoding, Granularity, QuantizedTensor};
