@@ -1,6 +1,7 @@
 //! Formats, in one place: the packed-code layout, the `QuantizedTensor` representation and
 //! its on-disk description.
 
+pub mod disk;
 pub mod pack;
 pub mod quantized;
 

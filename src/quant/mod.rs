@@ -37,3 +37,78 @@ pub fn check_finite(tensor: &str, data: &[f32]) -> Result<()> {
         }),
     }
 }
+
+use crate::format::{Encoding, QuantizedTensor};
+
+/// A quantization method with its settings, as chosen per tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// Uniform affine quantization.
+    Uniform(uniform::UniformConfig),
+}
+
+impl Method {
+    /// The method's name as recorded in files ("uniform", …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Uniform(_) => "uniform",
+        }
+    }
+
+    /// A short human label, e.g. `int4 sym channel absmax`.
+    pub fn label(&self) -> String {
+        match self {
+            Method::Uniform(c) => {
+                let mode = match c.scheme.mode {
+                    crate::affine::AffineMode::Symmetric => "sym",
+                    crate::affine::AffineMode::SymmetricRestricted => "sym-restricted",
+                    crate::affine::AffineMode::Asymmetric => "asym",
+                };
+                format!(
+                    "int{} {mode} {} {}",
+                    c.scheme.bits,
+                    c.granularity.label(),
+                    c.calibration.label()
+                )
+            }
+        }
+    }
+
+    /// Method details worth recording beside the codes.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Method::Uniform(c) => Some(format!("calibration={}", c.calibration.label())),
+        }
+    }
+
+    /// Quantizes host data; `name` labels errors.
+    pub fn quantize(
+        &self,
+        backend: &Backend<'_>,
+        name: &str,
+        data: &[f32],
+        shape: &[usize],
+    ) -> Result<QuantizedTensor> {
+        match self {
+            Method::Uniform(c) => uniform::quantize(backend, name, data, shape, c),
+        }
+    }
+
+    /// Checks that the method applies to a tensor of this shape.
+    pub fn check_shape(&self, shape: &[usize]) -> Result<()> {
+        match self {
+            Method::Uniform(c) => c.group_len(shape).map(|_| ()),
+        }
+    }
+}
+
+/// Decodes any quantized tensor to f32 on `backend`.
+pub fn dequantize(backend: &Backend<'_>, qt: &QuantizedTensor) -> Result<Vec<f32>> {
+    match &qt.encoding {
+        Encoding::Affine { .. } => uniform::dequantize(backend, qt),
+        Encoding::Codebook { .. } => Err(Error::param(
+            "dequantize",
+            "codebook tensors are not supported by this build",
+        )),
+    }
+}

@@ -1,0 +1,213 @@
+//! `wgquant demo`: the main job on a built-in default. Builds a small synthetic transformer in
+//! a temporary directory, quantizes it with every scheme on GPU and CPU, round-trips each
+//! through `dequantize`, and prints scheme, bits/weight, size, SQNR and times.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use wgquant::affine::{AffineMode, AffineScheme};
+use wgquant::checkpoint::report::ErrorStats;
+use wgquant::checkpoint::synthetic::{self, SyntheticSpec};
+use wgquant::checkpoint::{self, Checkpoint, QuantizeOptions};
+use wgquant::format::Granularity;
+use wgquant::quant::uniform::{Calibration, UniformConfig};
+use wgquant::quant::{Backend, Method};
+
+use super::{CliError, DeviceChoice, open_device};
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the generated files in this directory instead of a temporary one.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Run only on the CPU, or require the GPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+}
+
+/// The schemes the demo runs: every bit width, mode, granularity and calibration.
+fn schemes() -> Result<Vec<Method>, CliError> {
+    use AffineMode::*;
+    use Calibration::*;
+    let m = |bits, mode, granularity, calibration| -> Result<Method, CliError> {
+        Ok(Method::Uniform(UniformConfig {
+            scheme: AffineScheme::new(bits, mode)?,
+            granularity,
+            calibration,
+        }))
+    };
+    Ok(vec![
+        m(8, SymmetricRestricted, Granularity::Tensor, AbsMax)?,
+        m(8, Symmetric, Granularity::Channel, AbsMax)?,
+        m(8, Asymmetric, Granularity::Channel, MinMax)?,
+        m(4, Symmetric, Granularity::Channel, AbsMax)?,
+        m(4, Symmetric, Granularity::Group(128), AbsMax)?,
+        m(4, Symmetric, Granularity::Channel, Percentile(99.9))?,
+        m(4, Asymmetric, Granularity::Group(64), Mse)?,
+        m(3, Symmetric, Granularity::Channel, Mse)?,
+        m(3, Asymmetric, Granularity::Group(32), MinMax)?,
+        m(2, Symmetric, Granularity::Channel, Mse)?,
+        m(2, Asymmetric, Granularity::Group(32), Mse)?,
+    ])
+}
+
+/// One scheme on one backend: output size, round-trip error, seconds, decoded values.
+struct Run {
+    file_bytes: u64,
+    bits_per_weight: f64,
+    err: ErrorStats,
+    seconds: f64,
+    decoded: Vec<Vec<f32>>,
+}
+
+fn run_one(
+    backend: &Backend<'_>,
+    method: Method,
+    dir: &Path,
+    tag: &str,
+    model: &Path,
+    originals: &[(String, Vec<f32>)],
+) -> Result<Run, CliError> {
+    let qpath = dir.join(format!("{tag}.safetensors"));
+    let dpath = dir.join(format!("{tag}.dequantized.safetensors"));
+    let opts = QuantizeOptions {
+        method,
+        include_1d: false,
+    };
+    let t0 = Instant::now();
+    let report = checkpoint::quantize_file(backend, model, &qpath, &opts, None)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    checkpoint::dequantize_file(backend, &qpath, &dpath)?;
+    // The round trip: read the decoded file back like any safetensors reader would.
+    let decoded_ckpt = Checkpoint::open(&dpath)?;
+    let entries = decoded_ckpt.tensors()?;
+    let mut err = ErrorStats::default();
+    let mut decoded = Vec::new();
+    for (name, original) in originals {
+        let entry = entries
+            .iter()
+            .find(|t| &t.name == name)
+            .ok_or_else(|| CliError::Other(format!("round trip lost tensor '{name}'")))?;
+        let values = checkpoint::file::to_f32(&decoded_ckpt, entry)?;
+        err.add(&ErrorStats::measure(original, &values));
+        decoded.push(values);
+    }
+    Ok(Run {
+        file_bytes: std::fs::metadata(&qpath)
+            .map_err(|e| wgquant::Error::io(&qpath, e))?
+            .len(),
+        bits_per_weight: report.totals.bits_per_weight,
+        err,
+        seconds,
+        decoded,
+    })
+}
+
+/// Fraction of elements on which two decodings agree exactly.
+fn agreement(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let (mut same, mut total) = (0usize, 0usize);
+    for (x, y) in a.iter().zip(b) {
+        same += x.iter().zip(y).filter(|(p, q)| p == q).count();
+        total += x.len();
+    }
+    same as f64 / total.max(1) as f64
+}
+
+pub fn run(args: DemoArgs) -> Result<(), CliError> {
+    let tmp;
+    let dir = match &args.keep {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| wgquant::Error::io(d, e))?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir().map_err(|e| wgquant::Error::io(std::env::temp_dir(), e))?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let spec = SyntheticSpec::default();
+    let tensors = synthetic::transformer(&spec)?;
+    let model = dir.join("synthetic.safetensors");
+    synthetic::write(&model, &tensors)?;
+    let originals: Vec<(String, Vec<f32>)> = tensors
+        .iter()
+        .filter(|(_, _, shape, _)| shape.len() >= 2)
+        .map(|(n, _, _, v)| (n.clone(), v.clone()))
+        .collect();
+    let weights: usize = originals.iter().map(|(_, v)| v.len()).sum();
+    let model_bytes = std::fs::metadata(&model)
+        .map_err(|e| wgquant::Error::io(&model, e))?
+        .len();
+    println!(
+        "synthetic transformer: {} layers, d_model {}, d_ff {}, vocab {}; {} tensors, {weights} quantizable weights, {model_bytes} bytes",
+        spec.layers,
+        spec.d_model,
+        spec.d_ff,
+        spec.vocab,
+        tensors.len()
+    );
+
+    let ctx = if args.device == DeviceChoice::Cpu {
+        None
+    } else {
+        open_device(args.device)?
+    };
+    match &ctx {
+        Some(c) => println!("GPU: {}", c.adapter_summary()),
+        None => println!("GPU: none (CPU only)"),
+    }
+    println!("CPU: {} threads", rayon::current_num_threads());
+    println!();
+    println!(
+        "{:<34} {:>7} {:>10} {:>8} {:>8} {:>8} {:>9}",
+        "scheme", "bits/w", "bytes", "SQNR dB", "GPU s", "CPU s", "GPU=CPU"
+    );
+    for (i, method) in schemes()?.into_iter().enumerate() {
+        let cpu = run_one(
+            &Backend::Cpu,
+            method,
+            &dir,
+            &format!("s{i}-cpu"),
+            &model,
+            &originals,
+        )?;
+        let gpu = match &ctx {
+            Some(c) => Some(run_one(
+                &Backend::Gpu(c),
+                method,
+                &dir,
+                &format!("s{i}-gpu"),
+                &model,
+                &originals,
+            )?),
+            None => None,
+        };
+        let sqnr = cpu
+            .err
+            .sqnr_db()
+            .map_or("exact".into(), |d| format!("{d:.2}"));
+        let (gpu_s, agree) = match &gpu {
+            Some(g) => (
+                format!("{:.3}", g.seconds),
+                format!("{:.4}%", 100.0 * agreement(&g.decoded, &cpu.decoded)),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<34} {:>7.3} {:>10} {:>8} {:>8} {:>8.3} {:>9}",
+            method.label(),
+            cpu.bits_per_weight,
+            cpu.file_bytes,
+            sqnr,
+            gpu_s,
+            cpu.seconds,
+            agree
+        );
+    }
+    println!();
+    println!("SQNR is measured after the round trip: quantize, write, dequantize, read back.");
+    if let Some(d) = &args.keep {
+        println!("files kept in {}", d.display());
+    }
+    Ok(())
+}

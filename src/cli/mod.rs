@@ -1,0 +1,287 @@
+//! Argument parsing and the subcommands. Each subcommand turns its arguments into library
+//! calls; nothing here computes.
+
+mod demo;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use wgquant::affine::{AffineMode, AffineScheme};
+use wgquant::checkpoint::{self, QuantizeOptions};
+use wgquant::format::Granularity;
+use wgquant::gpu::{self, Context};
+use wgquant::quant::uniform::{Calibration, UniformConfig};
+use wgquant::quant::{Backend, Method};
+
+/// Quantize neural-network checkpoints with WebGPU compute shaders (any Vulkan, Metal, DX12
+/// or GL device), with a CPU implementation of every operation.
+#[derive(Debug, Parser)]
+#[command(name = "wgquant", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Quantize the float tensors of a .safetensors checkpoint.
+    Quantize(QuantizeArgs),
+    /// Decode a wgquant file back to float tensors in their original dtypes.
+    Dequantize(DequantizeArgs),
+    /// List a checkpoint's tensors: shapes, schemes, bits per weight, sizes.
+    Inspect(InspectArgs),
+    /// Quantize a built-in synthetic transformer with every scheme on GPU and CPU.
+    Demo(demo::DemoArgs),
+    /// List the GPU adapters wgpu can see and the one wgquant would pick.
+    Adapters,
+}
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// The GPU when an adapter is usable, else the CPU (with a warning).
+    Auto,
+    /// The GPU; an error when no adapter is usable.
+    Gpu,
+    /// The CPU.
+    Cpu,
+}
+
+/// Range placement, as spelled on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    /// Signed codes [−2^(b−1), 2^(b−1)−1], zero point 0.
+    Symmetric,
+    /// Signed codes [−(2^(b−1)−1), 2^(b−1)−1] (TFLite int8).
+    Restricted,
+    /// Unsigned codes with a zero point.
+    Asymmetric,
+}
+
+#[derive(Debug, clap::Args)]
+struct QuantizeArgs {
+    /// Input .safetensors file (only read).
+    input: PathBuf,
+    /// Output file (written atomically).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// intN with N in 1..=8: int8, int4, int3, int2, …
+    #[arg(long, default_value = "int8", value_parser = parse_scheme)]
+    scheme: u32,
+    /// Range placement.
+    #[arg(long, value_enum, default_value_t = ModeArg::Symmetric)]
+    mode: ModeArg,
+    /// tensor, channel, or group:N (N consecutive elements of the last axis).
+    #[arg(long, default_value = "channel")]
+    granularity: Granularity,
+    /// minmax, absmax, percentile:P or mse (default: absmax if symmetric, else minmax).
+    #[arg(long)]
+    calib: Option<Calibration>,
+    /// Also quantize 1-D tensors (norms, biases).
+    #[arg(long)]
+    include_1d: bool,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Write a JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DequantizeArgs {
+    /// Input wgquant .safetensors file.
+    input: PathBuf,
+    /// Output file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+}
+
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// A .safetensors file, quantized or not.
+    file: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_scheme(s: &str) -> Result<u32, String> {
+    let bits = s
+        .strip_prefix("int")
+        .ok_or_else(|| format!("'{s}' is not intN (int8, int4, int3, int2)"))?;
+    let bits: u32 = bits.parse().map_err(|_| format!("'{s}' is not intN"))?;
+    if !(1..=8).contains(&bits) {
+        return Err(format!(
+            "bits {bits} out of range: packed codes take 1 to 8 bits"
+        ));
+    }
+    Ok(bits)
+}
+
+/// Errors the CLI prints: the library's, or its own.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the library.
+    #[error(transparent)]
+    Lib(#[from] wgquant::Error),
+    /// The GPU was requested but is not usable.
+    #[error("--device gpu: {0}; run with --device cpu to use the CPU")]
+    NoGpu(wgquant::Error),
+    /// Anything else, already worded.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Opens the device the user asked for. `None` means the CPU.
+pub fn open_device(choice: DeviceChoice) -> Result<Option<Context>, CliError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(None),
+        DeviceChoice::Gpu => Context::new().map(Some).map_err(CliError::NoGpu),
+        DeviceChoice::Auto => match Context::new() {
+            Ok(ctx) => Ok(Some(ctx)),
+            Err(e) => {
+                eprintln!("wgquant: warning: {e}; running on the CPU");
+                Ok(None)
+            }
+        },
+    }
+}
+
+fn backend(ctx: &Option<Context>) -> Backend<'_> {
+    match ctx {
+        Some(c) => Backend::Gpu(c),
+        None => Backend::Cpu,
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Quantize(a) => quantize(a),
+        Command::Dequantize(a) => dequantize(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Adapters => adapters(),
+    }
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
+    let mode = match a.mode {
+        ModeArg::Symmetric => AffineMode::Symmetric,
+        ModeArg::Restricted => AffineMode::SymmetricRestricted,
+        ModeArg::Asymmetric => AffineMode::Asymmetric,
+    };
+    let scheme = AffineScheme::new(a.scheme, mode)?;
+    let calibration = a.calib.unwrap_or(if scheme.is_symmetric() {
+        Calibration::AbsMax
+    } else {
+        Calibration::MinMax
+    });
+    let method = Method::Uniform(UniformConfig {
+        scheme,
+        granularity: a.granularity,
+        calibration,
+    });
+    let ctx = open_device(a.device)?;
+    let backend = backend(&ctx);
+    eprintln!(
+        "wgquant: {} on {}",
+        method.label(),
+        checkpoint::quantize::device_label(&backend)
+    );
+    let opts = QuantizeOptions {
+        method,
+        include_1d: a.include_1d,
+    };
+    let pb = progress_bar();
+    let report = checkpoint::quantize_file(&backend, &a.input, &a.output, &opts, Some(&pb))?;
+    pb.finish_and_clear();
+    print!("{}", report.table());
+    if let Some(path) = a.report {
+        let json =
+            serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;
+        write_text(&path, &json)?;
+    }
+    Ok(())
+}
+
+/// Writes a text file atomically (temporary file, then rename).
+fn write_text(path: &std::path::Path, text: &str) -> Result<(), CliError> {
+    let io = |e: std::io::Error| CliError::Lib(wgquant::Error::io(path, e));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+fn dequantize(a: DequantizeArgs) -> Result<(), CliError> {
+    let ctx = open_device(a.device)?;
+    let backend = backend(&ctx);
+    let n = checkpoint::dequantize_file(&backend, &a.input, &a.output)?;
+    eprintln!(
+        "wgquant: decoded {n} tensors into {} on {}",
+        a.output.display(),
+        checkpoint::quantize::device_label(&backend)
+    );
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> Result<(), CliError> {
+    let summary = checkpoint::inspect_file(&a.file)?;
+    if a.json {
+        let json =
+            serde_json::to_string_pretty(&summary).map_err(|e| CliError::Other(e.to_string()))?;
+        println!("{json}");
+        return Ok(());
+    }
+    println!("{} ({} bytes)", summary.path, summary.file_bytes);
+    println!(
+        "{:<48} {:>16} {:>6} {:>8} {:>12}  scheme",
+        "tensor", "shape", "dtype", "bits/w", "bytes"
+    );
+    for t in &summary.tensors {
+        println!(
+            "{:<48} {:>16} {:>6} {:>8.3} {:>12}  {}",
+            t.name,
+            format!("{:?}", t.shape),
+            t.dtype,
+            t.bits_per_weight,
+            t.bytes,
+            t.scheme
+        );
+    }
+    Ok(())
+}
+
+fn adapters() -> Result<(), CliError> {
+    let found = gpu::list_adapters();
+    if found.is_empty() {
+        println!("no adapters found");
+    }
+    for info in &found {
+        println!("{}", gpu::describe_adapter(info));
+    }
+    match Context::new() {
+        Ok(ctx) => println!("wgquant would use: {}", ctx.adapter_summary()),
+        Err(e) => println!("wgquant would use the CPU: {e}"),
+    }
+    Ok(())
+}

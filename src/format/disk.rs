@@ -1,0 +1,331 @@
+//! The on-disk layout of quantized tensors inside a `.safetensors` file, defined once here.
+//!
+//! A quantized tensor `NAME` is stored as plain safetensors tensors beside the unquantized
+//! ones:
+//!
+//! | tensor | dtype | shape | holds |
+//! |---|---|---|---|
+//! | `NAME.wq_codes` | U8 | [bytes] | packed codes, the u32 words of `format::pack` as little-endian bytes |
+//! | `NAME.wq_scale` | F32 | [groups] | affine scales |
+//! | `NAME.wq_zero` | I32 | [groups] | affine zero points (asymmetric schemes only) |
+//! | `NAME.wq_levels` | F32 | [groups, 2^bits] | codebook levels |
+//! | `NAME.wq_mask` | U8 | [bytes] | keep-mask of pruned tensors, 1 bit per element |
+//!
+//! and described by the `__metadata__` entry `wgquant:NAME`, a JSON [`TensorRecord`] carrying
+//! its own `version`. The entry `wgquant` holds a [`FileRecord`] naming the tool and version.
+
+use std::collections::BTreeMap;
+
+use safetensors::Dtype;
+use serde::{Deserialize, Serialize};
+
+use super::pack;
+use super::quantized::{Encoding, Granularity, QuantizedTensor};
+use crate::affine::{AffineMode, AffineScheme};
+use crate::error::{Error, Result};
+
+/// Version of the per-tensor records this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// `__metadata__` key of the file record.
+pub const FILE_KEY: &str = "wgquant";
+/// `__metadata__` key prefix of tensor records.
+pub const TENSOR_KEY_PREFIX: &str = "wgquant:";
+
+/// Suffixes of the part tensors.
+pub const CODES: &str = ".wq_codes";
+/// Scale part.
+pub const SCALE: &str = ".wq_scale";
+/// Zero-point part.
+pub const ZERO: &str = ".wq_zero";
+/// Codebook part.
+pub const LEVELS: &str = ".wq_levels";
+/// Mask part.
+pub const MASK: &str = ".wq_mask";
+
+/// The whole-file record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Always "wgquant".
+    pub format: String,
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The writing tool and its version.
+    pub tool: String,
+}
+
+impl FileRecord {
+    /// The record this build writes.
+    pub fn current() -> Self {
+        Self {
+            format: "wgquant".into(),
+            version: FORMAT_VERSION,
+            tool: format!("wgquant {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// How one quantized tensor is stored and how to read it back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorRecord {
+    /// [`FORMAT_VERSION`] of this record.
+    pub version: u32,
+    /// The method that produced it ("uniform", "weq", …).
+    pub method: String,
+    /// "affine" or "codebook".
+    pub encoding: String,
+    /// Bits per code.
+    pub bits: u32,
+    /// Affine range placement.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mode: Option<AffineMode>,
+    /// Which elements share parameters.
+    pub granularity: Granularity,
+    /// Logical shape.
+    pub shape: Vec<usize>,
+    /// The dtype of the tensor before quantization ("F32", "F16", "BF16").
+    pub dtype: String,
+    /// Calibration or other method details, free-form.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
+    /// Effective bits per weight.
+    pub bits_per_weight: f64,
+}
+
+/// A part tensor to write: name, dtype, shape, bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Part {
+    /// Full tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Little-endian bytes.
+    pub data: Vec<u8>,
+}
+
+fn part(name: &str, suffix: &str, dtype: Dtype, shape: Vec<usize>, data: Vec<u8>) -> Part {
+    Part {
+        name: format!("{name}{suffix}"),
+        dtype,
+        shape,
+        data,
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The parts and record storing `qt` under `name`.
+pub fn to_parts(
+    name: &str,
+    qt: &QuantizedTensor,
+    method: &str,
+    dtype: Dtype,
+    detail: Option<String>,
+) -> Result<(TensorRecord, Vec<Part>)> {
+    qt.validate()?;
+    let groups = qt.groups()?;
+    let codes = pack::words_to_bytes(&qt.codes);
+    let mut parts = vec![part(name, CODES, Dtype::U8, vec![codes.len()], codes)];
+    let (encoding, mode) = match &qt.encoding {
+        Encoding::Affine {
+            scheme,
+            scale,
+            zero_point,
+        } => {
+            parts.push(part(
+                name,
+                SCALE,
+                Dtype::F32,
+                vec![groups],
+                f32_bytes(scale),
+            ));
+            if !scheme.is_symmetric() {
+                parts.push(part(
+                    name,
+                    ZERO,
+                    Dtype::I32,
+                    vec![groups],
+                    i32_bytes(zero_point),
+                ));
+            }
+            ("affine", Some(scheme.mode))
+        }
+        Encoding::Codebook { levels } => {
+            let shape = vec![groups, 1 << qt.bits];
+            parts.push(part(name, LEVELS, Dtype::F32, shape, f32_bytes(levels)));
+            ("codebook", None)
+        }
+    };
+    if let Some(mask) = &qt.mask {
+        let bytes = pack::words_to_bytes(mask);
+        parts.push(part(name, MASK, Dtype::U8, vec![bytes.len()], bytes));
+    }
+    let record = TensorRecord {
+        version: FORMAT_VERSION,
+        method: method.to_string(),
+        encoding: encoding.into(),
+        bits: qt.bits,
+        mode,
+        granularity: qt.granularity,
+        shape: qt.shape.clone(),
+        dtype: format!("{dtype:?}"),
+        detail,
+        bits_per_weight: qt.bits_per_weight(),
+    };
+    Ok((record, parts))
+}
+
+/// The `__metadata__` entries for a file holding `records` (plus any metadata to keep).
+pub fn metadata(
+    records: &BTreeMap<String, TensorRecord>,
+    keep: Option<&std::collections::HashMap<String, String>>,
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut out = keep.cloned().unwrap_or_default();
+    out.retain(|k, _| k != FILE_KEY && !k.starts_with(TENSOR_KEY_PREFIX));
+    out.insert(FILE_KEY.into(), to_json(&FileRecord::current())?);
+    for (name, rec) in records {
+        out.insert(format!("{TENSOR_KEY_PREFIX}{name}"), to_json(rec)?);
+    }
+    Ok(out)
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::param("metadata", e.to_string()))
+}
+
+/// The tensor records found in a file's `__metadata__`, by tensor name. Errors name the key.
+pub fn records(
+    meta: Option<&std::collections::HashMap<String, String>>,
+) -> std::result::Result<BTreeMap<String, TensorRecord>, String> {
+    let mut out = BTreeMap::new();
+    let Some(meta) = meta else { return Ok(out) };
+    if let Some(file) = meta.get(FILE_KEY) {
+        let rec: FileRecord = serde_json::from_str(file)
+            .map_err(|e| format!("metadata '{FILE_KEY}' is not a wgquant file record: {e}"))?;
+        if rec.version > FORMAT_VERSION {
+            return Err(format!(
+                "written by {} (format {}), newer than this build (format {FORMAT_VERSION})",
+                rec.tool, rec.version
+            ));
+        }
+    }
+    for (key, value) in meta {
+        if let Some(name) = key.strip_prefix(TENSOR_KEY_PREFIX) {
+            let rec: TensorRecord = serde_json::from_str(value)
+                .map_err(|e| format!("metadata '{key}' is not a wgquant tensor record: {e}"))?;
+            if rec.version > FORMAT_VERSION {
+                return Err(format!(
+                    "metadata '{key}' has format version {}",
+                    rec.version
+                ));
+            }
+            out.insert(name.to_string(), rec);
+        }
+    }
+    Ok(out)
+}
+
+/// A stored part as read from a file.
+pub struct StoredPart<'a> {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Bytes.
+    pub data: &'a [u8],
+}
+
+/// Rebuilds the quantized tensor `name` from its record and a lookup of part tensors.
+pub fn from_parts<'a>(
+    name: &str,
+    rec: &TensorRecord,
+    get: impl Fn(&str) -> Option<StoredPart<'a>>,
+) -> Result<QuantizedTensor> {
+    let bad = |msg: String| Error::param("wgquant record", format!("tensor '{name}': {msg}"));
+    let fetch = |suffix: &str, dtype: Dtype| -> Result<&'a [u8]> {
+        let p = get(&format!("{name}{suffix}"))
+            .ok_or_else(|| bad(format!("part '{name}{suffix}' is missing")))?;
+        if p.dtype != dtype {
+            return Err(bad(format!(
+                "part '{name}{suffix}' is {:?}, expected {dtype:?}",
+                p.dtype
+            )));
+        }
+        Ok(p.data)
+    };
+    let words = |bytes: &[u8]| {
+        pack::bytes_to_words(bytes).ok_or_else(|| bad("packed bytes are not whole words".into()))
+    };
+    let floats = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let codes = words(fetch(CODES, Dtype::U8)?)?;
+    let groups = rec
+        .granularity
+        .group_len(&rec.shape)
+        .map(|g| rec.shape.iter().product::<usize>() / g.max(1))?;
+    let encoding = match rec.encoding.as_str() {
+        "affine" => {
+            let mode = rec
+                .mode
+                .ok_or_else(|| bad("affine record without mode".into()))?;
+            let scheme = AffineScheme::new(rec.bits, mode)?;
+            let scale = floats(fetch(SCALE, Dtype::F32)?);
+            let zero_point = if scheme.is_symmetric() {
+                vec![0; groups]
+            } else {
+                fetch(ZERO, Dtype::I32)?
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            };
+            Encoding::Affine {
+                scheme,
+                scale,
+                zero_point,
+            }
+        }
+        "codebook" => Encoding::Codebook {
+            levels: floats(fetch(LEVELS, Dtype::F32)?),
+        },
+        other => return Err(bad(format!("unknown encoding '{other}'"))),
+    };
+    let mask = match get(&format!("{name}{MASK}")) {
+        Some(p) => Some(words(p.data)?),
+        None => None,
+    };
+    let qt = QuantizedTensor {
+        shape: rec.shape.clone(),
+        bits: rec.bits,
+        granularity: rec.granularity,
+        codes,
+        encoding,
+        mask,
+    };
+    qt.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(qt)
+}
+
+/// The part suffixes.
+pub const PART_SUFFIXES: [&str; 5] = [CODES, SCALE, ZERO, LEVELS, MASK];
+
+/// Whether `tensor` is named like a part tensor of a quantized tensor.
+pub fn is_part_name(tensor: &str) -> bool {
+    split_part(tensor).is_some()
+}
+
+/// `(base, suffix)` when `tensor` is named like a part: `"w.wq_codes"` → `("w", ".wq_codes")`.
+pub fn split_part(tensor: &str) -> Option<(&str, &'static str)> {
+    PART_SUFFIXES
+        .iter()
+        .find_map(|s| tensor.strip_suffix(s).map(|base| (base, *s)))
+}
