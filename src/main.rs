@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    quiet_headless_vulkan();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -15,5 +16,18 @@ fn main() -> ExitCode {
             eprintln!("wgquant: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// On a headless machine (no XDG_RUNTIME_DIR), Mesa's Vulkan device-select layer tries to
+/// reach a Wayland display and prints an error line on every run. It only matters for picking
+/// the GPU that drives a display, which compute does not need, so it is switched off there.
+/// A user's own setting is respected.
+fn quiet_headless_vulkan() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }

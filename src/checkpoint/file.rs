@@ -289,7 +289,7 @@ pub fn write_atomic(
         .prefix(".wgquant-")
         .suffix(".partial")
         .tempfile_in(&dir)
-        .map_err(|e| Error::io(path, e))?;
+        .map_err(|e| Error::io(path, plain_os_error(e)))?;
     let items = tensors.iter().map(|(n, t)| (n.as_str(), t));
     safetensors::serialize_to_file(items, Some(metadata), tmp.path()).map_err(|e| match e {
         safetensors::SafeTensorError::IoError(io) => Error::io(path, io),
@@ -300,4 +300,11 @@ pub fn write_atomic(
     })?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
+}
+
+/// The OS error alone, without the temporary file's name that `tempfile` adds: the user
+/// asked for `path`, not for our temporary.
+pub fn plain_os_error(e: std::io::Error) -> std::io::Error {
+    e.raw_os_error()
+        .map_or(e, std::io::Error::from_raw_os_error)
 }

@@ -14,6 +14,7 @@ use wgquant::quant::uniform::{Calibration, UniformConfig};
 use wgquant::quant::{Backend, Method};
 
 use super::{CliError, DeviceChoice, open_device};
+use crate::outln;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -138,7 +139,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     let model_bytes = std::fs::metadata(&model)
         .map_err(|e| wgquant::Error::io(&model, e))?
         .len();
-    println!(
+    outln!(
         "synthetic transformer: {} layers, d_model {}, d_ff {}, vocab {}; {} tensors, {weights} quantizable weights, {model_bytes} bytes",
         spec.layers,
         spec.d_model,
@@ -153,14 +154,20 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         open_device(args.device)?
     };
     match &ctx {
-        Some(c) => println!("GPU: {}", c.adapter_summary()),
-        None => println!("GPU: none (CPU only)"),
+        Some(c) => outln!("GPU: {}", c.adapter_summary()),
+        None => outln!("GPU: none (CPU only)"),
     }
-    println!("CPU: {} threads", rayon::current_num_threads());
-    println!();
-    println!(
+    outln!("CPU: {} threads", rayon::current_num_threads());
+    outln!("");
+    outln!(
         "{:<34} {:>7} {:>10} {:>8} {:>8} {:>8} {:>9}",
-        "scheme", "bits/w", "bytes", "SQNR dB", "GPU s", "CPU s", "GPU=CPU"
+        "scheme",
+        "bits/w",
+        "bytes",
+        "SQNR dB",
+        "GPU s",
+        "CPU s",
+        "GPU=CPU"
     );
     for (i, method) in schemes()?.into_iter().enumerate() {
         let cpu = run_one(
@@ -193,7 +200,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             ),
             None => ("-".into(), "-".into()),
         };
-        println!(
+        outln!(
             "{:<34} {:>7.3} {:>10} {:>8} {:>8} {:>8.3} {:>9}",
             method.label(),
             cpu.bits_per_weight,
@@ -204,10 +211,10 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             agree
         );
     }
-    println!();
-    println!("SQNR is measured after the round trip: quantize, write, dequantize, read back.");
+    outln!("");
+    outln!("SQNR is measured after the round trip: quantize, write, dequantize, read back.");
     if let Some(d) = &args.keep {
-        println!("files kept in {}", d.display());
+        outln!("files kept in {}", d.display());
     }
     Ok(())
 }

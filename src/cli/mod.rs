@@ -158,6 +158,26 @@ fn backend(ctx: &Option<Context>) -> Backend<'_> {
     }
 }
 
+/// Prints to stdout; a closed pipe (`wgquant inspect f | head`) ends the program quietly
+/// instead of panicking.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("wgquant: error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`emit`].
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
@@ -198,11 +218,6 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
     });
     let ctx = open_device(a.device)?;
     let backend = backend(&ctx);
-    eprintln!(
-        "wgquant: {} on {}",
-        method.label(),
-        checkpoint::quantize::device_label(&backend)
-    );
     let opts = QuantizeOptions {
         method,
         include_1d: a.include_1d,
@@ -210,7 +225,7 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
     let pb = progress_bar();
     let report = checkpoint::quantize_file(&backend, &a.input, &a.output, &opts, Some(&pb))?;
     pb.finish_and_clear();
-    print!("{}", report.table());
+    emit(&report.table());
     if let Some(path) = a.report {
         let json =
             serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;
@@ -249,16 +264,20 @@ fn inspect(a: InspectArgs) -> Result<(), CliError> {
     if a.json {
         let json =
             serde_json::to_string_pretty(&summary).map_err(|e| CliError::Other(e.to_string()))?;
-        println!("{json}");
+        outln!("{json}");
         return Ok(());
     }
-    println!("{} ({} bytes)", summary.path, summary.file_bytes);
-    println!(
+    outln!("{} ({} bytes)", summary.path, summary.file_bytes);
+    outln!(
         "{:<48} {:>16} {:>6} {:>8} {:>12}  scheme",
-        "tensor", "shape", "dtype", "bits/w", "bytes"
+        "tensor",
+        "shape",
+        "dtype",
+        "bits/w",
+        "bytes"
     );
     for t in &summary.tensors {
-        println!(
+        outln!(
             "{:<48} {:>16} {:>6} {:>8.3} {:>12}  {}",
             t.name,
             format!("{:?}", t.shape),
@@ -274,14 +293,14 @@ fn inspect(a: InspectArgs) -> Result<(), CliError> {
 fn adapters() -> Result<(), CliError> {
     let found = gpu::list_adapters();
     if found.is_empty() {
-        println!("no adapters found");
+        outln!("no adapters found");
     }
     for info in &found {
-        println!("{}", gpu::describe_adapter(info));
+        outln!("{}", gpu::describe_adapter(info));
     }
     match Context::new() {
-        Ok(ctx) => println!("wgquant would use: {}", ctx.adapter_summary()),
-        Err(e) => println!("wgquant would use the CPU: {e}"),
+        Ok(ctx) => outln!("wgquant would use: {}", ctx.adapter_summary()),
+        Err(e) => outln!("wgquant would use the CPU: {e}"),
     }
     Ok(())
 }
