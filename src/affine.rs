@@ -186,7 +186,8 @@ pub fn quantize_code(x: f32, s: f32, z: i32, qmin: i32, qmax: i32) -> i32 {
 /// `x̂ = (q − z)·s`.
 #[inline]
 pub fn dequantize_code(q: i32, s: f32, z: i32) -> f32 {
-    (q - z) as f32 * s
+    // Wrapping, like WGSL i32 arithmetic.
+    q.wrapping_sub(z) as f32 * s
 }
 
 /// How one side (input or output) of a segment kernel is addressed.

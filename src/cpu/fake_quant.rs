@@ -10,6 +10,9 @@ use crate::error::Result;
 /// integer, ties to even, in the default rounding mode, without a library call.
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
+/// Largest magnitude the magic rounding handles exactly (2^22).
+const MAGIC_EXACT: f32 = 4_194_304.0;
+
 /// Elements per rayon task: large enough to amortise scheduling, small enough to balance.
 const TASK_ELEMS: usize = 1 << 16;
 
@@ -92,10 +95,21 @@ fn run_groups(
         let (s, z) = (scale[g], zero[g]);
         // round(clamp(x/s, qmin−z, qmax−z)) equals clamp(round(x/s)+z, qmin, qmax) − z because
         // the bounds are integers and rounding is monotone.
-        let lo = (seg.qmin - z) as f32;
-        let hi = (seg.qmax - z) as f32;
+        let lo = (i64::from(seg.qmin) - i64::from(z)) as f32;
+        let hi = (i64::from(seg.qmax) - i64::from(z)) as f32;
         let part_in = input.map(|x| &x[i..i + run]);
-        fake_quant_run(part_in, &mut out[i..i + run], s, lo, hi);
+        if lo < -MAGIC_EXACT || hi > MAGIC_EXACT {
+            // A zero point far outside the code range: the magic rounding would be inexact.
+            let (qmin, qmax) = (seg.qmin, seg.qmax);
+            let fq = |x: f32| dequantize_code(quantize_code(x, s, z, qmin, qmax), s, z);
+            let out = &mut out[i..i + run];
+            match part_in {
+                Some(x) => out.iter_mut().zip(x).for_each(|(y, &x)| *y = fq(x)),
+                None => out.iter_mut().for_each(|y| *y = fq(*y)),
+            }
+        } else {
+            fake_quant_run(part_in, &mut out[i..i + run], s, lo, hi);
+        }
         i += run;
     }
 }

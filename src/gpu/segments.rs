@@ -52,6 +52,10 @@ pub struct SegmentBuffers<'a> {
 /// Chunks never split a packed word: a multiple of 32 elements starts a word at any width.
 const CHUNK_GRANULE: u64 = 32;
 
+/// The fewest elements any segment kernel covers per workgroup (256 threads, at least one
+/// element each).
+const MIN_ELEMS_PER_WORKGROUP: u64 = 256;
+
 /// Splits one segment into pieces no longer than `max_len` elements (a multiple of 32).
 fn split(seg: &AffineSegment, kernel: &SegmentKernel, max_len: u64) -> Vec<AffineSegment> {
     let mut out = Vec::new();
@@ -92,23 +96,37 @@ pub fn encode(
     let pipeline = ctx.pipeline(&kernel.shader, kernel.entry)?;
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4)) / 4;
     // Units that fit one binding with room for the alignment slack of its window.
-    let budget = ctx.work_limits().max_binding_bytes / 4 - align;
-    let max_len = (budget / CHUNK_GRANULE * CHUNK_GRANULE).max(CHUNK_GRANULE);
+    let budget = (ctx.work_limits().max_binding_bytes / 4)
+        .checked_sub(align)
+        .filter(|b| *b >= CHUNK_GRANULE)
+        .ok_or_else(|| {
+            Error::param(op, "the binding limit is smaller than the offset alignment")
+        })?;
+    // Workgroups one dispatch can have; every segment kernel covers at least
+    // MIN_ELEMS_PER_WORKGROUP elements per workgroup, so chunks this long always fit.
+    let max_wg = u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2);
+    let grid_len = max_wg * MIN_ELEMS_PER_WORKGROUP;
+    let max_len = (budget.min(grid_len) / CHUNK_GRANULE * CHUNK_GRANULE).max(CHUNK_GRANULE);
 
     let mut batch: Vec<AffineSegment> = Vec::new();
     let mut span: [(u64, u64); 3] = [(u64::MAX, 0); 3];
+    let mut workgroups = 0u64;
     for seg in segments.iter().filter(|s| s.len > 0) {
         for chunk in split(seg, kernel, max_len) {
             let r = ranges(&chunk, kernel);
+            let wg = u64::from((kernel.workgroups)(&chunk));
             let merged: [(u64, u64); 3] =
                 std::array::from_fn(|k| (span[k].0.min(r[k].0), span[k].1.max(r[k].1)));
-            if !batch.is_empty() && merged.iter().any(|&(a, b)| b - a > budget) {
+            let too_wide = merged.iter().any(|&(a, b)| b - a > budget);
+            if !batch.is_empty() && (too_wide || workgroups + wg > max_wg) {
                 flush(ctx, encoder, kernel, &pipeline, bufs, &batch, span)?;
                 batch.clear();
                 span = r;
+                workgroups = 0;
             } else {
                 span = merged;
             }
+            workgroups += wg;
             batch.push(chunk);
         }
     }
@@ -138,6 +156,14 @@ fn check_buffers(
             return Err(Error::param(
                 op,
                 "input and output overlap (use the in-place form)",
+            ));
+        }
+    }
+    if bufs.src.is_none() {
+        if let Some(seg) = segments.iter().find(|s| s.src != s.dst) {
+            return Err(Error::param(
+                op,
+                format!("in-place segment {seg:?} has src != dst"),
             ));
         }
     }
