@@ -1,6 +1,6 @@
 // Batched unpacking of affine codes back to floats: x̂ = (u + qmin − z)·s, u the b-bit code at
 // bits [i·b, i·b + b) of the segment's bitstream (layout in src/format/pack.rs).
-// Needs common.wgsl, affine.wgsl and segments.wgsl before it.
+// Needs common.wgsl, affine.wgsl, segments.wgsl and unpack.wgsl.
 
 const ELEMS_PER_THREAD: u32 = 4u;
 
@@ -8,18 +8,6 @@ const ELEMS_PER_THREAD: u32 = 4u;
 @group(0) @binding(4) var<storage, read> zero: array<i32>;
 @group(0) @binding(5) var<storage, read> src: array<u32>;
 @group(0) @binding(6) var<storage, read_write> dst: array<f32>;
-
-// The b-bit code of element i of a segment whose words start at `first_word`.
-fn unpack_code(first_word: u32, i: u32, bits: u32) -> u32 {
-    let bit = i * bits;
-    let w = first_word + bit / 32u;
-    let shift = bit % 32u;
-    var code = src[w] >> shift;
-    if (shift + bits > 32u) {
-        code |= src[w + 1u] << (32u - shift);
-    }
-    return code & ((1u << bits) - 1u);
-}
 
 @compute @workgroup_size(256)
 fn dequantize(@builtin(workgroup_id) wid: vec3<u32>,

@@ -13,7 +13,14 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgquant::gpu::{Shader, all_shaders};
 
 /// Shared snippets: composed into kernels, never compiled alone.
-const SNIPPETS: [&str; 4] = ["common.wgsl", "affine.wgsl", "segments.wgsl", "tiles.wgsl"];
+const SNIPPETS: [&str; 6] = [
+    "common.wgsl",
+    "affine.wgsl",
+    "segments.wgsl",
+    "tiles.wgsl",
+    "pack.wgsl",
+    "unpack.wgsl",
+];
 
 /// Capabilities a shader's source asks for: the WGSL `enable` directives and the builtins
 /// that need a device feature. Anything else must validate under WebGPU's baseline.

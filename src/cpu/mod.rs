@@ -4,8 +4,11 @@
 
 pub mod affine_params;
 pub mod clip_search;
+pub mod codebook_assign;
+pub mod codebook_dequantize;
 pub mod dequantize;
 pub mod fake_quant;
 pub mod histogram;
 pub mod minmax;
 pub mod quantize_pack;
+pub mod segments;

@@ -4,7 +4,8 @@
 use super::context::Context;
 use super::dispatch::{COMMON_WGSL, Shader};
 use super::segments::{
-    self, AFFINE_WGSL, Layout, SEGMENTS_WGSL, SegmentBuffers, SegmentKernel, elementwise_workgroups,
+    self, AFFINE_WGSL, Layout, SEGMENTS_WGSL, SegmentBuffers, SegmentKernel, UNPACK_WGSL,
+    elementwise_workgroups,
 };
 use super::tensor::GpuTensor;
 use crate::affine::AffineSegment;
@@ -17,6 +18,7 @@ pub const SHADER: Shader = Shader {
         COMMON_WGSL,
         AFFINE_WGSL,
         SEGMENTS_WGSL,
+        UNPACK_WGSL,
         include_str!("../../shaders/dequantize.wgsl"),
     ],
 };
@@ -46,8 +48,7 @@ pub fn encode(
     segments: &[AffineSegment],
 ) -> Result<()> {
     let bufs = SegmentBuffers {
-        scale,
-        zero,
+        params: segments::affine_params(scale, zero),
         src: Some(codes),
         dst: output,
     };

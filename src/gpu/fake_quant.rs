@@ -48,8 +48,7 @@ pub fn encode(
 ) -> Result<()> {
     let in_place = input.same_memory(output);
     let bufs = SegmentBuffers {
-        scale,
-        zero,
+        params: segments::affine_params(scale, zero),
         src: (!in_place).then_some(input),
         dst: output,
     };

@@ -4,6 +4,8 @@
 
 pub mod affine_params;
 pub mod clip_search;
+pub mod codebook_assign;
+pub mod codebook_dequantize;
 pub mod context;
 pub mod dequantize;
 pub mod dispatch;
@@ -29,5 +31,7 @@ pub fn all_shaders() -> Vec<Shader> {
         affine_params::SHADER,
         histogram::SHADER,
         clip_search::SHADER,
+        codebook_assign::SHADER,
+        codebook_dequantize::SHADER,
     ]
 }

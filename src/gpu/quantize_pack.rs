@@ -3,7 +3,9 @@
 
 use super::context::Context;
 use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE};
-use super::segments::{self, AFFINE_WGSL, Layout, SEGMENTS_WGSL, SegmentBuffers, SegmentKernel};
+use super::segments::{
+    self, AFFINE_WGSL, Layout, PACK_WGSL, SEGMENTS_WGSL, SegmentBuffers, SegmentKernel,
+};
 use super::tensor::GpuTensor;
 use crate::affine::AffineSegment;
 use crate::error::Result;
@@ -15,6 +17,7 @@ pub const SHADER: Shader = Shader {
         COMMON_WGSL,
         AFFINE_WGSL,
         SEGMENTS_WGSL,
+        PACK_WGSL,
         include_str!("../../shaders/quantize_pack.wgsl"),
     ],
 };
@@ -41,8 +44,7 @@ pub fn encode(
     segments: &[AffineSegment],
 ) -> Result<()> {
     let bufs = SegmentBuffers {
-        scale,
-        zero,
+        params: segments::affine_params(scale, zero),
         src: Some(input),
         dst: codes,
     };

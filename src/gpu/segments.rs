@@ -1,7 +1,8 @@
-//! Launch plumbing shared by the batched affine kernels (fake_quant, quantize_pack,
-//! dequantize): split segments into chunks that fit one binding, group chunks into
-//! dispatches whose input, output and parameter ranges each fit a binding window, rebase
-//! the records into those windows and dispatch. `shaders/segments.wgsl` is its WGSL half.
+//! Launch plumbing shared by the batched segment kernels (fake_quant, quantize_pack,
+//! dequantize, codebook): split segments into chunks that fit one binding, group chunks into
+//! dispatches whose input, output and per-group parameter ranges each fit a binding window,
+//! rebase the records into those windows and dispatch. `shaders/segments.wgsl` is its WGSL
+//! half.
 
 use super::context::Context;
 use super::dispatch::{self, Shader, Window};
@@ -37,12 +38,23 @@ pub struct SegmentKernel {
     pub workgroups: fn(&AffineSegment) -> u32,
 }
 
+/// A per-group parameter tensor of a segment kernel: `per_group` consecutive elements for
+/// each group (1 for scales and zero points, the codebook size for levels), a power of two.
+pub struct ParamBinding<'a> {
+    /// Binding number in the kernel.
+    pub binding: u32,
+    /// The tensor.
+    pub tensor: &'a GpuTensor,
+    /// Its element type.
+    pub dtype: super::tensor::ElemType,
+    /// Elements per group.
+    pub per_group: u64,
+}
+
 /// The tensors bound to a segment kernel. `src == None` runs the kernel in place on `dst`.
 pub struct SegmentBuffers<'a> {
-    /// Per-group scales (f32).
-    pub scale: &'a GpuTensor,
-    /// Per-group zero points (i32).
-    pub zero: &'a GpuTensor,
+    /// Per-group parameters, indexed in the shader by `segment_group(..) * per_group`.
+    pub params: Vec<ParamBinding<'a>>,
     /// Input; `None` for in place.
     pub src: Option<&'a GpuTensor>,
     /// Output.
@@ -143,8 +155,15 @@ fn check_buffers(
     segments: &[AffineSegment],
 ) -> Result<()> {
     use super::tensor::ElemType;
-    bufs.scale.expect_dtype(op, ElemType::F32)?;
-    bufs.zero.expect_dtype(op, ElemType::I32)?;
+    for p in &bufs.params {
+        p.tensor.expect_dtype(op, p.dtype)?;
+        if !p.per_group.is_power_of_two() {
+            return Err(Error::param(
+                op,
+                format!("{} parameters per group", p.per_group),
+            ));
+        }
+    }
     let dtype_of = |l: Layout| match l {
         Layout::Elements => ElemType::F32,
         Layout::Packed => ElemType::U32,
@@ -168,7 +187,12 @@ fn check_buffers(
         }
     }
     let src_len = bufs.src.unwrap_or(bufs.dst).numel();
-    let params_len = bufs.scale.numel().min(bufs.zero.numel());
+    let params_len = bufs
+        .params
+        .iter()
+        .map(|p| p.tensor.numel() / p.per_group as usize)
+        .min()
+        .unwrap_or(usize::MAX);
     check_segments(
         op,
         segments,
@@ -192,21 +216,25 @@ fn flush(
     let src_t = bufs.src.unwrap_or(bufs.dst);
     let src_w: Window = win(src_t, span[0])?;
     let dst_w: Window = win(bufs.dst, span[1])?;
-    let scale_w = win(bufs.scale, span[2])?;
-    let zero_w = win(bufs.zero, span[2])?;
-    if bufs.src.is_none() && (span[0] != span[1]) {
-        return Err(Error::param(
-            kernel.shader.name,
-            "in-place segments must have src == dst",
-        ));
+    // Every parameter window must start the same whole number of groups before the first
+    // group used, because the shader indexes them all with one group index.
+    let mut param_ws = Vec::with_capacity(bufs.params.len());
+    let mut group_base: Option<u32> = None;
+    for p in &bufs.params {
+        let (a, b) = span[2];
+        let w = win(p.tensor, (a * p.per_group, b * p.per_group))?;
+        let base = u64::from(w.base);
+        if base % p.per_group != 0 || group_base.is_some_and(|g| u64::from(g) != base / p.per_group)
+        {
+            return Err(Error::param(
+                kernel.shader.name,
+                "parameter tensors must start at the same offset modulo the binding alignment",
+            ));
+        }
+        group_base = Some((base / p.per_group) as u32);
+        param_ws.push(w);
     }
-    let param_shift = |p: u32, w: &Window| p - span[2].0 as u32 + w.base;
-    if scale_w.base != zero_w.base {
-        return Err(Error::param(
-            kernel.shader.name,
-            "scale and zero-point tensors must share their alignment",
-        ));
-    }
+    let group_base = group_base.unwrap_or(0);
     let mut starts = Vec::with_capacity(batch.len());
     let mut total = 0u32;
     let records: Vec<AffineSegment> = batch
@@ -217,7 +245,7 @@ fn flush(
             AffineSegment {
                 src: c.src - span[0].0 as u32 + src_w.base,
                 dst: c.dst - span[1].0 as u32 + dst_w.base,
-                param: param_shift(c.param, &scale_w),
+                param: c.param - span[2].0 as u32 + group_base,
                 ..*c
             }
         })
@@ -235,9 +263,10 @@ fn flush(
         (0, uniform.as_entire_binding()),
         (1, seg_buf.as_entire_binding()),
         (2, start_buf.as_entire_binding()),
-        (3, scale_w.bind(bufs.scale.buffer())),
-        (4, zero_w.bind(bufs.zero.buffer())),
     ];
+    for (p, w) in bufs.params.iter().zip(&param_ws) {
+        bindings.push((p.binding, w.bind(p.tensor.buffer())));
+    }
     if let Some(src) = bufs.src {
         bindings.push((5, src_w.bind(src.buffer())));
     }
@@ -249,9 +278,35 @@ fn flush(
 pub(crate) const AFFINE_WGSL: &str = include_str!("../../shaders/affine.wgsl");
 /// `shaders/segments.wgsl`: the segment table and its lookup.
 pub(crate) const SEGMENTS_WGSL: &str = include_str!("../../shaders/segments.wgsl");
+/// `shaders/pack.wgsl`: building one packed word.
+pub(crate) const PACK_WGSL: &str = include_str!("../../shaders/pack.wgsl");
+/// `shaders/unpack.wgsl`: reading one packed code.
+pub(crate) const UNPACK_WGSL: &str = include_str!("../../shaders/unpack.wgsl");
 
 /// Workgroups for a kernel where each thread handles `per_thread` elements.
 pub(crate) fn elementwise_workgroups<const PER_THREAD: u32>(seg: &AffineSegment) -> u32 {
     seg.len
         .div_ceil(super::dispatch::WORKGROUP_SIZE * PER_THREAD)
+}
+
+/// The scale (binding 3, f32) and zero-point (binding 4, i32) parameters of the affine kernels.
+pub(crate) fn affine_params<'a>(
+    scale: &'a GpuTensor,
+    zero: &'a GpuTensor,
+) -> Vec<ParamBinding<'a>> {
+    use super::tensor::ElemType;
+    vec![
+        ParamBinding {
+            binding: 3,
+            tensor: scale,
+            dtype: ElemType::F32,
+            per_group: 1,
+        },
+        ParamBinding {
+            binding: 4,
+            tensor: zero,
+            dtype: ElemType::I32,
+            per_group: 1,
+        },
+    ]
 }

@@ -1,6 +1,7 @@
 //! The methods. Each is written once against operations both backends provide and returns a
 //! [`QuantizedTensor`](crate::format::QuantizedTensor) or fake-quantized values.
 
+pub mod codebook;
 pub mod uniform;
 
 use crate::error::{Error, Result};
@@ -102,13 +103,11 @@ impl Method {
     }
 }
 
-/// Decodes any quantized tensor to f32 on `backend`.
+/// Decodes any quantized tensor to f32 on `backend`; elements a keep-mask drops are 0.
 pub fn dequantize(backend: &Backend<'_>, qt: &QuantizedTensor) -> Result<Vec<f32>> {
-    match &qt.encoding {
-        Encoding::Affine { .. } => uniform::dequantize(backend, qt),
-        Encoding::Codebook { .. } => Err(Error::param(
-            "dequantize",
-            "codebook tensors are not supported by this build",
-        )),
-    }
+    let values = match &qt.encoding {
+        Encoding::Affine { .. } => uniform::dequantize(backend, qt)?,
+        Encoding::Codebook { .. } => codebook::dequantize(backend, qt)?,
+    };
+    Ok(codebook::apply_mask(values, qt.mask.as_deref()))
 }
