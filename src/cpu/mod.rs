@@ -9,6 +9,7 @@ pub mod codebook_dequantize;
 pub mod dequantize;
 pub mod fake_quant;
 pub mod histogram;
+pub mod matmul;
 pub mod minmax;
 pub mod quantize_pack;
 pub mod segments;

@@ -11,6 +11,7 @@ pub mod dequantize;
 pub mod dispatch;
 pub mod fake_quant;
 pub mod histogram;
+pub mod matmul;
 pub mod minmax;
 pub mod quantize_pack;
 pub mod segments;
@@ -33,5 +34,6 @@ pub fn all_shaders() -> Vec<Shader> {
         clip_search::SHADER,
         codebook_assign::SHADER,
         codebook_dequantize::SHADER,
+        matmul::SHADER,
     ]
 }
