@@ -15,5 +15,6 @@ pub mod error;
 pub mod format;
 pub mod gpu;
 pub mod quant;
+pub mod requant;
 
 pub use error::{Error, Result};

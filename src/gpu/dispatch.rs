@@ -34,7 +34,30 @@ impl Context {
     /// The compute pipeline for `entry` of `shader`, compiled once and cached. Compilation runs
     /// inside a validation error scope so a broken shader names its kernel instead of panicking.
     pub fn pipeline(&self, shader: &Shader, entry: &str) -> Result<wgpu::ComputePipeline> {
-        let key = format!("{}::{}", shader.name, entry);
+        self.pipeline_with(shader, entry, &[])
+    }
+
+    /// [`Context::pipeline`] with WGSL `override` constants set to `constants` (name, value),
+    /// cached per (shader, entry point, constants). Kernels specialise on bit width or weight
+    /// kind this way, so the device compiler folds the branches away. Two variants of one
+    /// kernel family composed from different parts (an f16 and an f32 build) are cached apart.
+    pub fn pipeline_with(
+        &self,
+        shader: &Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        // The parts' addresses identify a composition: each part is a `&'static str`.
+        let parts: Vec<String> = shader
+            .parts
+            .iter()
+            .map(|p| format!("{:x}+{}", p.as_ptr() as usize, p.len()))
+            .collect();
+        let mut label = format!("{}::{}", shader.name, entry);
+        for (name, value) in constants {
+            label.push_str(&format!(" {name}={value}"));
+        }
+        let key = format!("{label} [{}]", parts.join(","));
         if let Some(p) = self.pipeline_cache(|c| c.get(&key).cloned()) {
             return Ok(p);
         }
@@ -45,16 +68,19 @@ impl Context {
             source: wgpu::ShaderSource::Wgsl(shader.source().into()),
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&key),
+            label: Some(&label),
             layout: None,
             module: &module,
             entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                ..wgpu::PipelineCompilationOptions::default()
+            },
             cache: None,
         });
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(Error::ShaderValidation {
-                kernel: key,
+                kernel: label,
                 msg: err.to_string(),
             });
         }

@@ -11,8 +11,10 @@ pub mod dequantize;
 pub mod dispatch;
 pub mod fake_quant;
 pub mod histogram;
+pub mod int8_matmul;
 pub mod matmul;
 pub mod minmax;
+pub mod qmatmul;
 pub mod quantize_pack;
 pub mod segments;
 pub mod tensor;
@@ -35,5 +37,8 @@ pub fn all_shaders() -> Vec<Shader> {
         codebook_assign::SHADER,
         codebook_dequantize::SHADER,
         matmul::SHADER,
+        qmatmul::SHADER,
+        qmatmul::SHADER_F16,
+        int8_matmul::SHADER,
     ]
 }

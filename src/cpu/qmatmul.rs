@@ -1,0 +1,421 @@
+//! CPU twin of `shaders/qmatmul.wgsl`: `y = x·Wᵀ (+ bias)` with W decoded from its packed
+//! codes row by row on the fly (a few rows at a time, never the whole float matrix), rows of
+//! W in parallel. `qmatmul_reference` is the plain per-element form the fast path is tested
+//! against.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::pack::{self, get_code};
+use crate::format::{Encoding, Granularity, QuantizedTensor};
+
+/// How a weight decodes, without its data: affine, codebook or dense f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WeightKind {
+    /// `w = (u + qmin − z)·s`.
+    Affine = 0,
+    /// `w = levels[g·2^bits + u]`.
+    Codebook = 1,
+    /// f32 values stored as 32-bit "codes".
+    Dense = 2,
+}
+
+/// The shape, code width and parameter grouping of a weight W [rows, cols], shared by both
+/// backends. Codes follow `format::pack` over the whole matrix, so row `r` starts at bit
+/// `r·cols·bits`, mid-word unless `cols·bits` is a multiple of 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightLayout {
+    /// N, the output features.
+    pub rows: usize,
+    /// K, the input features.
+    pub cols: usize,
+    /// Bits per code: 1 to 8, or 32 for dense f32.
+    pub bits: u32,
+    /// Which codes share parameters (groups along K must divide it).
+    pub granularity: Granularity,
+}
+
+impl WeightLayout {
+    /// The layout of a 2-D quantized tensor without a keep-mask.
+    pub fn of(qt: &QuantizedTensor) -> Result<Self> {
+        let op = "qmatmul";
+        qt.validate()?;
+        let &[rows, cols] = qt.shape.as_slice() else {
+            return Err(Error::shape(
+                op,
+                format!("weight of shape {:?} is not 2-D", qt.shape),
+            ));
+        };
+        if qt.mask.is_some() {
+            return Err(Error::param(
+                op,
+                "pruned weights (with a keep-mask) are not supported; dequantize them first",
+            ));
+        }
+        Ok(Self {
+            rows,
+            cols,
+            bits: qt.bits,
+            granularity: qt.granularity,
+        })
+    }
+
+    /// A dense f32 matrix.
+    pub fn dense(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            bits: 32,
+            granularity: Granularity::Tensor,
+        }
+    }
+
+    /// u32 words holding the codes.
+    pub fn code_words(&self) -> usize {
+        pack::packed_words(self.rows * self.cols, self.bits)
+    }
+
+    /// Parameter groups (scales, zero points or level tables).
+    pub fn groups(&self) -> usize {
+        match self.granularity {
+            Granularity::Tensor => 1,
+            Granularity::Channel => self.rows,
+            Granularity::Group(g) => self.rows * self.cols / g.max(1),
+        }
+    }
+
+    /// (groups per row, codes per group, whether every aligned 32-code block of a row lies in
+    /// one group): the group of code k of row r is `r·groups_per_row + k / group_len`.
+    pub fn grouping(&self) -> (u32, u32, bool) {
+        let cols = self.cols.max(1) as u32;
+        match self.granularity {
+            _ if self.bits == 32 => (0, cols, true),
+            Granularity::Tensor => (0, cols, true),
+            Granularity::Channel => (1, cols, true),
+            Granularity::Group(g) => (cols / g as u32, g as u32, g % 32 == 0),
+        }
+    }
+
+    /// Checks the layout for a weight of `kind`.
+    pub fn check(&self, op: &str, kind: WeightKind) -> Result<()> {
+        let ok_bits = match kind {
+            WeightKind::Dense => self.bits == 32,
+            _ => (1..=8).contains(&self.bits),
+        };
+        if !ok_bits {
+            return Err(Error::param(
+                op,
+                format!(
+                    "{} bits for a {kind:?} weight (1 to 8, dense 32)",
+                    self.bits
+                ),
+            ));
+        }
+        if (self.rows * self.cols) as u64 * u64::from(self.bits) >= 1 << 40 {
+            return Err(Error::param(op, "weight too large"));
+        }
+        if self.cols > 0 && self.rows > 0 {
+            self.granularity.group_len(&[self.rows, self.cols])?;
+        }
+        Ok(())
+    }
+}
+
+/// Decoding parameters on the host.
+#[derive(Clone, Copy, Debug)]
+pub enum Params<'a> {
+    /// One scale (and zero point) per group.
+    Affine {
+        /// Scales.
+        scale: &'a [f32],
+        /// Zero points; `None` means all zero.
+        zero: Option<&'a [i32]>,
+        /// Smallest code of the scheme.
+        qmin: i32,
+    },
+    /// `2^bits` levels per group.
+    Codebook {
+        /// Levels.
+        levels: &'a [f32],
+    },
+    /// The codes are f32 bit patterns.
+    Dense,
+}
+
+/// A weight W on the host: layout, packed codes, decoding parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct QWeight<'a> {
+    /// Shape, code width and grouping.
+    pub layout: WeightLayout,
+    /// Packed codes (or f32 bit patterns for dense).
+    pub codes: &'a [u32],
+    /// Decoding parameters.
+    pub params: Params<'a>,
+}
+
+impl<'a> QWeight<'a> {
+    /// A view of a 2-D quantized tensor.
+    pub fn from_quantized(qt: &'a QuantizedTensor) -> Result<Self> {
+        let layout = WeightLayout::of(qt)?;
+        let params = match &qt.encoding {
+            Encoding::Affine {
+                scheme,
+                scale,
+                zero_point,
+            } => Params::Affine {
+                scale,
+                zero: (!scheme.is_symmetric()).then_some(zero_point.as_slice()),
+                qmin: scheme.qmin(),
+            },
+            Encoding::Codebook { levels } => Params::Codebook { levels },
+        };
+        Ok(Self {
+            layout,
+            codes: &qt.codes,
+            params,
+        })
+    }
+
+    /// A dense f32 matrix [rows, cols].
+    pub fn dense(w: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            layout: WeightLayout::dense(rows, cols),
+            codes: bytemuck::cast_slice(w),
+            params: Params::Dense,
+        }
+    }
+
+    /// The decoding kind.
+    pub fn kind(&self) -> WeightKind {
+        match self.params {
+            Params::Affine { .. } => WeightKind::Affine,
+            Params::Codebook { .. } => WeightKind::Codebook,
+            Params::Dense => WeightKind::Dense,
+        }
+    }
+
+    fn check(&self, op: &str) -> Result<()> {
+        let l = &self.layout;
+        l.check(op, self.kind())?;
+        let bad = |what: &str, got: usize, want: usize| {
+            Err(Error::shape(op, format!("{got} {what} for {want}")))
+        };
+        if self.codes.len() < l.code_words() {
+            return bad("code words", self.codes.len(), l.code_words());
+        }
+        let groups = l.groups();
+        match self.params {
+            Params::Affine { scale, zero, .. } => {
+                if scale.len() != groups {
+                    return bad("scales", scale.len(), groups);
+                }
+                if let Some(z) = zero.filter(|z| z.len() != groups) {
+                    return bad("zero points", z.len(), groups);
+                }
+            }
+            Params::Codebook { levels } => {
+                if levels.len() != groups << l.bits {
+                    return bad("levels", levels.len(), groups << l.bits);
+                }
+            }
+            Params::Dense => {}
+        }
+        Ok(())
+    }
+
+    /// Weight (r, k), decoded from its own code (the plain form).
+    fn value(&self, r: usize, k: usize) -> f32 {
+        let l = &self.layout;
+        let i = r * l.cols + k;
+        let u = get_code(self.codes, i, l.bits);
+        let (gpr, glen, _) = l.grouping();
+        let g = r * gpr as usize + k / glen as usize;
+        match self.params {
+            Params::Affine { scale, zero, qmin } => {
+                let z = zero.map_or(0, |z| z[g]);
+                crate::affine::dequantize_code(u as i32 + qmin, scale[g], z)
+            }
+            Params::Codebook { levels } => levels[(g << l.bits) + u as usize],
+            Params::Dense => f32::from_bits(u),
+        }
+    }
+
+    /// Decodes row `r` into `out` (cols values): the codes first (whole words at a time where
+    /// every code of the row sits inside one word), then each group's parameters over its run.
+    fn decode_row(&self, r: usize, out: &mut [f32]) {
+        let l = &self.layout;
+        let (bits, cols) = (l.bits as usize, l.cols);
+        let bit0 = r * cols * bits;
+        if let Params::Dense = self.params {
+            for (o, &c) in out.iter_mut().zip(&self.codes[r * cols..(r + 1) * cols]) {
+                *o = f32::from_bits(c);
+            }
+            return;
+        }
+        if bit0 % 32 == 0 && 32 % bits == 0 {
+            let per_word = 32 / bits;
+            let mask = pack::mask(l.bits);
+            let words = &self.codes[bit0 / 32..(bit0 + cols * bits).div_ceil(32)];
+            for (&word, chunk) in words.iter().zip(out.chunks_mut(per_word)) {
+                for (c, o) in chunk.iter_mut().enumerate() {
+                    *o = ((word >> (c * bits)) & mask) as f32;
+                }
+            }
+        } else {
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = get_code(self.codes, r * cols + k, l.bits) as f32;
+            }
+        }
+        let (gpr, glen, _) = l.grouping();
+        let (gpr, glen) = (gpr as usize, glen as usize);
+        for (gi, run) in out.chunks_mut(glen.max(1)).enumerate() {
+            let g = r * gpr + gi;
+            match self.params {
+                Params::Affine { scale, zero, qmin } => {
+                    // (u + qmin − z)·s equals dequantize_code(u + qmin, s, z): u + qmin − z is
+                    // an integer below 2^24, exact in f32.
+                    let off = qmin.wrapping_sub(zero.map_or(0, |z| z[g])) as f32;
+                    let s = scale[g];
+                    run.iter_mut().for_each(|v| *v = (*v + off) * s);
+                }
+                Params::Codebook { levels } => {
+                    let table = &levels[g << l.bits..(g + 1) << l.bits];
+                    run.iter_mut().for_each(|v| *v = table[*v as usize]);
+                }
+                Params::Dense => {}
+            }
+        }
+    }
+}
+
+fn check_shapes(
+    op: &str,
+    x: &[f32],
+    m: usize,
+    w: &QWeight<'_>,
+    bias: Option<&[f32]>,
+    y: &[f32],
+) -> Result<()> {
+    w.check(op)?;
+    let (n, k) = (w.layout.rows, w.layout.cols);
+    if x.len() != m * k || y.len() != m * n || bias.is_some_and(|b| b.len() != n) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "x of {} values, y of {}, bias of {:?} for M = {m}, W [{n}, {k}]",
+                x.len(),
+                y.len(),
+                bias.map(<[f32]>::len)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `y = x·Wᵀ (+ bias)` summing in ascending k, one element at a time (the reference).
+pub fn qmatmul_reference(
+    x: &[f32],
+    m: usize,
+    w: &QWeight<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    check_shapes("qmatmul_reference", x, m, w, bias, y)?;
+    let (n, k) = (w.layout.rows, w.layout.cols);
+    for i in 0..m {
+        for r in 0..n {
+            let mut acc = 0f32;
+            for kk in 0..k {
+                acc += w.value(r, kk) * x[i * k + kk];
+            }
+            y[i * n + r] = acc + bias.map_or(0.0, |b| b[r]);
+        }
+    }
+    Ok(())
+}
+
+/// W rows decoded together by one task: each row of x is then read once per block.
+const ROWS_PER_TASK: usize = 8;
+
+/// `y = x·Wᵀ (+ bias)`: x [m, K], W [N, K], y [m, N], all row-major. Blocks of W rows are
+/// decoded and multiplied in parallel, with 8-wide partial sums (so the sum order differs from
+/// the reference by f32 reassociation only).
+pub fn qmatmul(
+    x: &[f32],
+    m: usize,
+    w: &QWeight<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    check_shapes("qmatmul", x, m, w, bias, y)?;
+    let (n, k) = (w.layout.rows, w.layout.cols);
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+    // Each task returns its rows' outputs transposed ([row][m]); scattered after.
+    let blocks: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .map(|t| {
+            let r0 = t * ROWS_PER_TASK;
+            let rows = ROWS_PER_TASK.min(n - r0);
+            let mut wrows = vec![0f32; rows * k];
+            for (j, out) in wrows.chunks_mut(k.max(1)).enumerate().take(rows) {
+                w.decode_row(r0 + j, out);
+            }
+            let mut out = vec![0f32; rows * m];
+            for i in 0..m {
+                let xi = &x[i * k..(i + 1) * k];
+                for j in 0..rows {
+                    out[j * m + i] = dot(&wrows[j * k..(j + 1) * k], xi);
+                }
+            }
+            out
+        })
+        .collect();
+    for (t, block) in blocks.iter().enumerate() {
+        let r0 = t * ROWS_PER_TASK;
+        for (j, col) in block.chunks(m).enumerate() {
+            let b = bias.map_or(0.0, |b| b[r0 + j]);
+            for (i, &v) in col.iter().enumerate() {
+                y[i * n + r0 + j] = v + b;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Σ a·b with eight interleaved partial sums, compiled for AVX2 where the CPU has it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { dot_avx2(a, b) };
+        }
+    }
+    dot_plain(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_plain(a, b)
+}
+
+#[inline(always)]
+fn dot_plain(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (pa, pb) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += pa[i] * pb[i];
+        }
+    }
+    let mut tail = 0f32;
+    for (p, q) in ra.iter().zip(rb) {
+        tail += p * q;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
