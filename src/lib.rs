@@ -9,6 +9,7 @@
 pub use wgpu;
 
 pub mod affine;
+pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands. Each subcommand turns its arguments into library
 //! calls; nothing here computes.
 
+mod bench;
 mod demo;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// List the GPU adapters wgpu can see and the one wgquant would pick.
     Adapters,
+    /// Time kernels and print a table (`wgquant bench matmul`).
+    Bench(bench::BenchArgs),
 }
 
 /// Where to run.
@@ -186,6 +189,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(a) => inspect(a),
         Command::Demo(a) => demo::run(a),
         Command::Adapters => adapters(),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

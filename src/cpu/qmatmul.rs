@@ -243,6 +243,7 @@ impl<'a> QWeight<'a> {
 
     /// Decodes row `r` into `out` (cols values): the codes first (whole words at a time where
     /// every code of the row sits inside one word), then each group's parameters over its run.
+    #[inline(always)]
     fn decode_row(&self, r: usize, out: &mut [f32]) {
         let l = &self.layout;
         let (bits, cols) = (l.bits as usize, l.cols);
@@ -253,15 +254,15 @@ impl<'a> QWeight<'a> {
             }
             return;
         }
-        if bit0 % 32 == 0 && 32 % bits == 0 {
-            let per_word = 32 / bits;
-            let mask = pack::mask(l.bits);
-            let words = &self.codes[bit0 / 32..(bit0 + cols * bits).div_ceil(32)];
-            for (&word, chunk) in words.iter().zip(out.chunks_mut(per_word)) {
-                for (c, o) in chunk.iter_mut().enumerate() {
-                    *o = ((word >> (c * bits)) & mask) as f32;
-                }
-            }
+        let words = &self.codes[bit0 / 32..(bit0 + cols * bits).div_ceil(32)];
+        if bit0 % 32 == 0 && bits == 1 {
+            unpack_words::<1>(words, out);
+        } else if bit0 % 32 == 0 && bits == 2 {
+            unpack_words::<2>(words, out);
+        } else if bit0 % 32 == 0 && bits == 4 {
+            unpack_words::<4>(words, out);
+        } else if bit0 % 32 == 0 && bits == 8 {
+            unpack_words::<8>(words, out);
         } else {
             for (k, o) in out.iter_mut().enumerate() {
                 *o = get_code(self.codes, r * cols + k, l.bits) as f32;
@@ -285,6 +286,27 @@ impl<'a> QWeight<'a> {
                 }
                 Params::Dense => {}
             }
+        }
+    }
+}
+
+/// The B-bit codes of whole words as floats (B divides 32; the width is a constant so the
+/// shifts unroll and vectorize).
+#[inline(always)]
+fn unpack_words<const B: usize>(words: &[u32], out: &mut [f32]) {
+    let per_word = 32 / B;
+    let mask = pack::mask(B as u32);
+    let full = out.len() / per_word;
+    let mut chunks = out.chunks_exact_mut(per_word);
+    for (&word, chunk) in words.iter().zip(&mut chunks) {
+        for (c, o) in chunk.iter_mut().enumerate() {
+            *o = ((word >> (c * B)) & mask) as f32;
+        }
+    }
+    let tail = chunks.into_remainder();
+    if let Some(&word) = words.get(full) {
+        for (c, o) in tail.iter_mut().enumerate() {
+            *o = ((word >> (c * B)) & mask) as f32;
         }
     }
 }
@@ -349,29 +371,14 @@ pub fn qmatmul(
     y: &mut [f32],
 ) -> Result<()> {
     check_shapes("qmatmul", x, m, w, bias, y)?;
-    let (n, k) = (w.layout.rows, w.layout.cols);
+    let n = w.layout.rows;
     if n == 0 || m == 0 {
         return Ok(());
     }
     // Each task returns its rows' outputs transposed ([row][m]); scattered after.
     let blocks: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
-        .map(|t| {
-            let r0 = t * ROWS_PER_TASK;
-            let rows = ROWS_PER_TASK.min(n - r0);
-            let mut wrows = vec![0f32; rows * k];
-            for (j, out) in wrows.chunks_mut(k.max(1)).enumerate().take(rows) {
-                w.decode_row(r0 + j, out);
-            }
-            let mut out = vec![0f32; rows * m];
-            for i in 0..m {
-                let xi = &x[i * k..(i + 1) * k];
-                for j in 0..rows {
-                    out[j * m + i] = dot(&wrows[j * k..(j + 1) * k], xi);
-                }
-            }
-            out
-        })
+        .map(|t| row_block(w, t * ROWS_PER_TASK, x, m))
         .collect();
     for (t, block) in blocks.iter().enumerate() {
         let r0 = t * ROWS_PER_TASK;
@@ -385,22 +392,42 @@ pub fn qmatmul(
     Ok(())
 }
 
-/// Σ a·b with eight interleaved partial sums, compiled for AVX2 where the CPU has it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// Outputs of W rows [r0, r0 + ROWS_PER_TASK) for every row of x, transposed: the rows
+/// decoded, then dotted with each row of x. Compiled for AVX2 where the CPU has it (decoding
+/// and the 8-wide sums vectorize; DESIGN.md's CPU note).
+fn row_block(w: &QWeight<'_>, r0: usize, x: &[f32], m: usize) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { dot_avx2(a, b) };
+            return unsafe { row_block_avx2(w, r0, x, m) };
         }
     }
-    dot_plain(a, b)
+    row_block_plain(w, r0, x, m)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_plain(a, b)
+fn row_block_avx2(w: &QWeight<'_>, r0: usize, x: &[f32], m: usize) -> Vec<f32> {
+    row_block_plain(w, r0, x, m)
+}
+
+#[inline(always)]
+fn row_block_plain(w: &QWeight<'_>, r0: usize, x: &[f32], m: usize) -> Vec<f32> {
+    let (n, k) = (w.layout.rows, w.layout.cols);
+    let rows = ROWS_PER_TASK.min(n - r0);
+    let mut wrows = vec![0f32; rows * k];
+    for (j, out) in wrows.chunks_mut(k.max(1)).enumerate().take(rows) {
+        w.decode_row(r0 + j, out);
+    }
+    let mut out = vec![0f32; rows * m];
+    for i in 0..m {
+        let xi = &x[i * k..(i + 1) * k];
+        for j in 0..rows {
+            out[j * m + i] = dot_plain(&wrows[j * k..(j + 1) * k], xi);
+        }
+    }
+    out
 }
 
 #[inline(always)]

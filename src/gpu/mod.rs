@@ -7,6 +7,7 @@ pub mod clip_search;
 pub mod codebook_assign;
 pub mod codebook_dequantize;
 pub mod context;
+pub mod copy;
 pub mod dequantize;
 pub mod dispatch;
 pub mod fake_quant;
@@ -40,5 +41,6 @@ pub fn all_shaders() -> Vec<Shader> {
         qmatmul::SHADER,
         qmatmul::SHADER_F16,
         int8_matmul::SHADER,
+        copy::SHADER,
     ]
 }

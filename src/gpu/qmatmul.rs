@@ -78,9 +78,9 @@ pub const MAX_XROWS: usize = 8;
 const GEMV_ROWS_PER_THREAD: u32 = 4;
 /// Rows and columns of y a GEMM workgroup computes (`TILE` in the WGSL).
 const TILE: u32 = 64;
-/// Largest M [`Kernel::Auto`] sends to the GEMV kernel: up to here re-reading W once per
-/// MAX_XROWS rows of x beats the GEMM tile's wasted rows on the devices measured (see
-/// benches/matmul.rs).
+/// Largest M [`Kernel::Auto`] sends to the GEMV kernel on hardware adapters: up to here W is
+/// read at most twice (MAX_XROWS rows of x per pass), where a 64-row GEMM tile would be at
+/// least three-quarters empty. (Not measured on hardware here; see [`auto_kernel`].)
 pub const GEMV_MAX_M: usize = 16;
 /// Bytes of one code window: also keeps every bit index below 2^31.
 const MAX_CODE_WINDOW: u64 = 1 << 28;
@@ -102,7 +102,7 @@ pub enum Precision {
 /// Which kernel computes the product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Kernel {
-    /// GEMV up to [`GEMV_MAX_M`] rows of x, GEMM above.
+    /// By device and M: [`auto_kernel`].
     #[default]
     Auto,
     /// Matrix-vector, reading W once per [`MAX_XROWS`] rows of x.
@@ -292,6 +292,17 @@ impl<'a> QWeight<'a> {
     }
 }
 
+/// The kernel [`Kernel::Auto`] picks for `m` rows of x: GEMV up to [`GEMV_MAX_M`], GEMM
+/// above; on software adapters always GEMV (llvmpipe turns workgroup-memory reads into gathers,
+/// so the tile costs more than re-reading W: measured 5× slower at M = 64, 4096×4096 int4).
+pub fn auto_kernel(ctx: &Context, m: usize) -> Kernel {
+    if ctx.is_software() || m <= GEMV_MAX_M {
+        Kernel::Gemv
+    } else {
+        Kernel::Gemm
+    }
+}
+
 /// Whether the f16 build runs for these options on this device.
 fn use_f16(ctx: &Context, precision: Precision) -> Result<bool> {
     match precision {
@@ -356,7 +367,7 @@ pub fn encode(
         return Ok(());
     }
     let gemv = match opts.kernel {
-        Kernel::Auto => m <= GEMV_MAX_M,
+        Kernel::Auto => auto_kernel(ctx, m) == Kernel::Gemv,
         Kernel::Gemv => true,
         Kernel::Gemm => false,
     };
