@@ -1,8 +1,8 @@
 // Full-integer matmul (ALGORITHMS.md §6; Jacob et al. 2018 §2.3): int8 activations x [M, K]
 // and int8 weights W [N, K], both packed 8-bit codes (src/format/pack.rs, u = q − qmin),
 // int32 accumulation acc = Σ_k (qx − zx)(qw − zw) + bias, then either the accumulators or
-// int8 outputs requantized with gemmlowp's fixed-point multiplier M0·2^exponent (src/requant.rs,
-// mirrored bit for bit here with 32-bit pieces, WGSL having no i64). Needs common.wgsl.
+// int8 outputs requantized with gemmlowp's fixed-point multiplier M0·2^exponent. Needs
+// common.wgsl, bitstream.wgsl and fixed_point.wgsl.
 //
 // A code u is read as the signed byte a = u − 128 (u ^ 0x80), so q − z = a − (z − qmin − 128)
 // and acc = Σa·w − zw'·Σa − zx'·Σw + K·zx'·zw' with the primed offsets: four bytes at a time by
@@ -50,19 +50,19 @@ override ALIGNED: bool = false;   // K % 4 == 0 and both windows start on a word
 const ONES: u32 = 0x01010101u;
 const SIGN_FLIP: u32 = 0x80808080u;
 
-// 32 bits of a packed stream from bit `bit` (a multiple of 8); `words` bounds the read.
-fn bits_x(bit: u32) -> u32 {
-    let i = min(bit / 32u, params.x_words - 1u);
-    if (ALIGNED) { return x[i]; }
-    let sh = bit % 32u;
-    return select((x[i] >> sh) | (x[min(i + 1u, params.x_words - 1u)] << (32u - sh)), x[i], sh == 0u);
+const X_STREAM: u32 = 0u;
+const W_STREAM: u32 = 1u;
+
+// Word i of x or W (for bitstream.wgsl), clamped to its window.
+fn stream_word(stream: u32, i: u32) -> u32 {
+    if (stream == W_STREAM) { return w[min(i, params.w_words - 1u)]; }
+    return x[min(i, params.x_words - 1u)];
 }
 
-fn bits_w(bit: u32) -> u32 {
-    let i = min(bit / 32u, params.w_words - 1u);
-    if (ALIGNED) { return w[i]; }
-    let sh = bit % 32u;
-    return select((w[i] >> sh) | (w[min(i + 1u, params.w_words - 1u)] << (32u - sh)), w[i], sh == 0u);
+// Four codes of x or W from bit `bit` (a multiple of 8).
+fn codes4(stream: u32, bit: u32) -> u32 {
+    if (ALIGNED) { return stream_word(stream, bit / 32u); }
+    return stream_bits(stream, bit);
 }
 
 // Σ a_j·b_j over four signed bytes.
@@ -73,62 +73,6 @@ fn dot4(a: u32, b: u32) -> i32 {
         s += extractBits(bitcast<i32>(a), 8u * j, 8u) * extractBits(bitcast<i32>(b), 8u * j, 8u);
     }
     return s;
-}
-
-// The unsigned 64-bit product of a and b as (low, high) words, from 16-bit halves.
-fn mul_wide(a: u32, b: u32) -> vec2<u32> {
-    let a0 = a & 0xffffu;
-    let a1 = a >> 16u;
-    let b0 = b & 0xffffu;
-    let b1 = b >> 16u;
-    let p00 = a0 * b0;
-    let p01 = a0 * b1;
-    let p10 = a1 * b0;
-    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
-    let lo = (mid << 16u) | (p00 & 0xffffu);
-    let hi = a1 * b1 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
-    return vec2(lo, hi);
-}
-
-// gemmlowp SaturatingRoundingDoublingHighMul: (a·b + nudge) / 2^31 truncated toward zero, the
-// nudge 2^30 for a non-negative product and 1 − 2^30 otherwise; i32::MIN² saturates.
-fn srdhm(a: i32, b: i32) -> i32 {
-    let int_min = bitcast<i32>(0x80000000u);
-    if (a == int_min && b == int_min) { return 2147483647i; }
-    // |a|, |b| as u32 (|i32::MIN| = 2^31 fits), the product's sign apart.
-    let ua = bitcast<u32>(a);
-    let ub = bitcast<u32>(b);
-    var p = mul_wide(select(ua, 0u - ua, a < 0i), select(ub, 0u - ub, b < 0i));
-    if ((a < 0) != (b < 0)) {
-        // Two's complement negation of the 64-bit value.
-        let lo = ~p.x + 1u;
-        p = vec2(lo, ~p.y + select(0u, 1u, lo == 0u));
-    }
-    let negative = (p.y & 0x80000000u) != 0u;
-    // + nudge, as 64-bit words.
-    let n = select(vec2(0x40000000u, 0u), vec2(0xc0000001u, 0xffffffffu), negative);
-    let lo = p.x + n.x;
-    let hi = p.y + n.y + select(0u, 1u, lo < p.x);
-    // floor(v / 2^31), then toward zero for a negative v with a non-zero remainder.
-    var q = bitcast<i32>((hi << 1u) | (lo >> 31u));
-    if ((hi & 0x80000000u) != 0u && (lo & 0x7fffffffu) != 0u) { q += 1i; }
-    return q;
-}
-
-// gemmlowp RoundingDivideByPOT: x / 2^e rounded to nearest, ties away from zero (e ≤ 31).
-fn rdbpot(x: i32, e: u32) -> i32 {
-    let mask = bitcast<i32>((1u << e) - 1u);
-    let remainder = x & mask;
-    let threshold = (mask >> 1u) + select(0i, 1i, x < 0i);
-    return (x >> e) + select(0i, 1i, remainder > threshold);
-}
-
-// clamp(zero + acc·M0·2^exponent, qmin, qmax), TFLite's MultiplyByQuantizedMultiplier.
-fn requantize_one(acc: i32, m0: i32, exponent: i32) -> i32 {
-    let left = u32(max(exponent, 0i));
-    let right = u32(max(-exponent, 0i));
-    let v = rdbpot(srdhm(acc << left, m0), right) + params.out_zero;
-    return clamp(v, params.out_qmin, params.out_qmax);
 }
 
 // Thread t computes four consecutive outputs (one packed word of y): the flat outputs
@@ -163,8 +107,8 @@ fn int8_matmul(@builtin(workgroup_id) wid: vec3<u32>,
         // Bytes past K (the last word of a row) are zero after the sign flip.
         let keep = select(0xffffffffu, (1u << (8u * (params.k % 4u))) - 1u, j * 4u + 4u > params.k);
         for (var i = 0u; i < 4u; i++) {
-            let a = (bits_x(xb[i] + 32u * j) ^ SIGN_FLIP) & keep;
-            let b = (bits_w(wb[i] + 32u * j) ^ SIGN_FLIP) & keep;
+            let a = (codes4(X_STREAM, xb[i] + 32u * j) ^ SIGN_FLIP) & keep;
+            let b = (codes4(W_STREAM, wb[i] + 32u * j) ^ SIGN_FLIP) & keep;
             dot[i] += dot4(a, b);
             sa[i] += dot4(a, ONES);
             sw[i] += dot4(b, ONES);
@@ -182,22 +126,10 @@ fn int8_matmul(@builtin(workgroup_id) wid: vec3<u32>,
             y[params.y_base + e] = bitcast<u32>(acc);
         } else {
             let c = params.mult_base + 2u * select(0u, row, params.per_channel != 0u);
-            let q = requantize_one(acc, mult[c], mult[c + 1u]);
+            let q = requantize_value(acc, mult[c], mult[c + 1u], params.out_zero, params.out_qmin,
+                                     params.out_qmax);
             word |= (bitcast<u32>(q - params.out_qmin) & 0xffu) << (8u * i);
         }
     }
     if (params.requant != 0u) { y[params.y_base + e0 / 4u] = word; }
-}
-
-// Requantizes int32 accumulators (read through the x binding from word x_bit0 / 32, [rows, n]
-// with one multiplier per column or one for all) into int32 outputs y[e].
-@compute @workgroup_size(256)
-fn requantize(@builtin(workgroup_id) wid: vec3<u32>,
-              @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let e = flat_workgroup(wid, nwg) * WORKGROUP_SIZE + lid;
-    if (e >= params.num_words) { return; }
-    let c = params.mult_base + 2u * select(0u, e % params.n, params.per_channel != 0u);
-    let acc = bitcast<i32>(x[params.x_bit0 / 32u + e]);
-    y[params.y_base + e] = bitcast<u32>(requantize_one(acc, mult[c], mult[c + 1u]));
 }

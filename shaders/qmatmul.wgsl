@@ -4,7 +4,8 @@
 // w = levels[g·2^BITS + u], or dense f32 words (BITS = 32, the float baseline). `gemv` serves
 // small M (each W row read once per XROWS rows of x), `gemm` large M (64×64 tiles through
 // workgroup memory). Products and short partial sums are in `real` (f16 where the device has
-// it), every sum across blocks in f32. Needs real_f32.wgsl or real_f16.wgsl, then common.wgsl.
+// it), every sum across blocks in f32. Needs real_f32.wgsl or real_f16.wgsl first, then
+// common.wgsl and bitstream.wgsl.
 
 // Mirrors `QMatmulParams` in src/gpu/qmatmul.rs (80 bytes).
 struct QMatmulParams {
@@ -61,18 +62,17 @@ const TILE_K: u32 = 16u;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
 var<workgroup> partial: array<vec4<f32>, 256>;  // gemv: one x row's lane sums
-var<workgroup> tile_x: array<real, 1024>;  // gemm: [TILE_K][TILE] of x, k-major
-var<workgroup> tile_w: array<real, 1024>;  // gemm: [TILE_K][TILE] of decoded W, k-major
+var<workgroup> tile_x: array<vec4<real>, 256>;  // gemm: [TILE_K][TILE / 4] of x, k-major
+var<workgroup> tile_w: array<vec4<real>, 256>;  // gemm: [TILE_K][TILE / 4] of decoded W
 
-// 32 bits of the code stream from bit `bit` of the bound window (the layout is little-endian,
-// so a window straddling two words is a funnel shift). Reads clamp to the last word: bits past
-// the stream only ever meet a zero factor.
+// Word i of the code window (for bitstream.wgsl), clamped to it.
+fn stream_word(stream: u32, i: u32) -> u32 {
+    return codes[min(i, params.code_words - 1u)];
+}
+
+// 32 bits of the code stream from bit `bit` of the bound window.
 fn read_bits(bit: u32) -> u32 {
-    let w = min(bit / 32u, params.code_words - 1u);
-    let sh = bit % 32u;
-    let lo = codes[w];
-    let hi = codes[min(w + 1u, params.code_words - 1u)];
-    return select((lo >> sh) | (hi << (32u - sh)), lo, sh == 0u);
+    return stream_bits(0u, bit);
 }
 
 // Parameter group of code k of W row `row` (relative to the dispatch's first group).
@@ -205,8 +205,9 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// Large M: a 64×64 tile of y per workgroup, each thread a 4×4 block, K in steps of TILE_K.
-// Each step a thread stages 4 values of x and decodes 4 consecutive codes of one W row.
+// Large M: a 64×64 tile of y per workgroup, each thread a 4×4 block held as four vec4
+// columns, K in steps of TILE_K. Each step a thread stages four rows of x at one k and decodes
+// four W rows' codes at one k, each as one vec4 of workgroup memory.
 @compute @workgroup_size(256)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>,
@@ -217,53 +218,46 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>,
     if (row0 >= params.m) { return; }
     let ty = lid / 16u;
     let tx = lid % 16u;
-    let wcol = lid / 4u;
-    let wk = (lid % 4u) * 4u;
-    let wrow = min(col0 + wcol, params.n - 1u);
-    let wrow_bit = params.code_bit0 + wrow * params.k * BITS;
-    var acc: array<f32, 16>;
+    // Staging: this thread's k within the step and its four rows of x / of W.
+    let sk = lid / 16u;
+    let quad = vec4(0u, 1u, 2u, 3u) + (lid % 16u) * 4u;
+    let xrows = row0 + quad;
+    let xoff = params.x_base + min(xrows, vec4(params.m - 1u)) * params.k;
+    let wrows = min(col0 + quad, vec4(params.n - 1u));
+    let wbit = params.code_bit0 + wrows * params.k * BITS;
+    var acc0 = vec4(0.0);
+    var acc1 = vec4(0.0);
+    var acc2 = vec4(0.0);
+    var acc3 = vec4(0.0);
     for (var k0 = 0u; k0 < params.k; k0 += TILE_K) {
-        for (var r = 0u; r < 4u; r++) {
-            let e = lid + r * WORKGROUP_SIZE;
-            let kk = k0 + e / TILE;
-            let row = row0 + e % TILE;
-            var v = 0.0;
-            if (row < params.m && kk < params.k) { v = x[params.x_base + row * params.k + kk]; }
-            tile_x[e] = real(v);
-        }
-        // With UNIFORM the thread's 4 codes (a quarter of an aligned 16) share one group.
-        let g = group_of(wrow, k0 + wk);
-        for (var c = 0u; c < 4u; c++) {
-            let kk = k0 + wk + c;
-            let u = read_bits(wrow_bit + kk * BITS) & MASK;
-            let v = weight_value(u, select(g, group_of(wrow, kk), !UNIFORM));
-            tile_w[(wk + c) * TILE + wcol] = real(select(0.0, v, kk < params.k));
-        }
+        let kk = k0 + sk;
+        let inside = kk < params.k;
+        let xv = vec4(x[xoff.x + kk], x[xoff.y + kk], x[xoff.z + kk], x[xoff.w + kk]);
+        tile_x[lid] = vec4<real>(select(vec4(0.0), xv, (xrows < vec4(params.m)) & vec4(inside)));
+        let u = vec4(read_bits(wbit.x + kk * BITS), read_bits(wbit.y + kk * BITS),
+                     read_bits(wbit.z + kk * BITS), read_bits(wbit.w + kk * BITS)) & vec4(MASK);
+        let wv = weight4(u, wrows * params.groups_per_row + kk / params.group_len);
+        tile_w[lid] = vec4<real>(select(vec4(0.0), wv, vec4(inside)));
         workgroupBarrier();
-        var part: array<real, 16>;
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            var av: array<real, 4>;
-            var bv: array<real, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = tile_x[kk * TILE + ty * 4u + i];
-                bv[i] = tile_w[kk * TILE + tx * 4u + i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) { part[i * 4u + j] += av[i] * bv[j]; }
-            }
+        for (var s = 0u; s < TILE_K; s++) {
+            let a = tile_x[s * 16u + ty];
+            let b = tile_w[s * 16u + tx];
+            acc0 += vec4<f32>(a * b.x);
+            acc1 += vec4<f32>(a * b.y);
+            acc2 += vec4<f32>(a * b.z);
+            acc3 += vec4<f32>(a * b.w);
         }
-        for (var i = 0u; i < 16u; i++) { acc[i] += f32(part[i]); }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let row = row0 + ty * 4u + i;
-        for (var j = 0u; j < 4u; j++) {
-            let col = col0 + tx * 4u + j;
-            if (row < params.m && col < params.n) {
-                var v = acc[i * 4u + j];
-                if (params.has_bias != 0u) { v += bias[params.bias_base + col]; }
-                y[params.y_base + row * params.ldy + col] = v;
-            }
+    let acc = mat4x4<f32>(acc0, acc1, acc2, acc3);
+    for (var j = 0u; j < 4u; j++) {
+        let col = col0 + tx * 4u + j;
+        if (col >= params.n) { continue; }
+        var b = 0.0;
+        if (params.has_bias != 0u) { b = bias[params.bias_base + col]; }
+        for (var i = 0u; i < 4u; i++) {
+            let row = row0 + ty * 4u + i;
+            if (row < params.m) { y[params.y_base + row * params.ldy + col] = acc[j][i] + b; }
         }
     }
 }

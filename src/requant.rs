@@ -104,6 +104,33 @@ impl QuantizedMultiplier {
     }
 }
 
+/// The int8 output quantization: zero point and code range (stored codes `q − qmin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputQuant {
+    /// Zero point.
+    pub zero: i32,
+    /// Smallest code.
+    pub qmin: i32,
+    /// Largest code (at most qmin + 255).
+    pub qmax: i32,
+}
+
+impl OutputQuant {
+    /// Checks that the codes fit 8 bits.
+    pub fn check(&self, op: &str) -> Result<()> {
+        if self.qmin > self.qmax || i64::from(self.qmax) - i64::from(self.qmin) > 255 {
+            return Err(Error::param(
+                op,
+                format!(
+                    "output range [{}, {}] does not fit 8 bits",
+                    self.qmin, self.qmax
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `m = q·2^e` with `q ∈ [0.5, 1)`, for finite `m > 0`.
 fn frexp(m: f64) -> (f64, i32) {
     // Subnormals are first scaled into the normal range.

@@ -8,13 +8,11 @@ mod common;
 
 use common::{Guarded, finish, gpu, rng, seed_for};
 use rand::RngExt;
-use wgquant::cpu::int8_matmul::{
-    self as ci, Int8Layer, Int8Out, OutputQuant, int8_accumulators_reference,
-};
+use wgquant::cpu::int8_matmul::{self as ci, Int8Layer, Int8Out, int8_accumulators_reference};
 use wgquant::format::pack;
 use wgquant::gpu::int8_matmul::{self as gi, DotPath, GpuInt8Out};
 use wgquant::gpu::{Context, ElemType, GpuTensor, WorkLimits};
-use wgquant::requant::QuantizedMultiplier;
+use wgquant::requant::{OutputQuant, QuantizedMultiplier};
 
 /// Serialises this binary's GPU tests (see tests/qmatmul.rs).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -115,13 +113,14 @@ fn requantize_is_bit_identical_on_edge_values() {
             accs.len()
         );
         let mut want = vec![0i32; acc.len()];
-        ci::requantize(&acc, n, &mults, quant, &mut want).unwrap();
+        wgquant::cpu::requantize::requantize(&acc, n, &mults, quant, &mut want).unwrap();
         let g = |e: wgquant::Error| format!("{label}: {e}");
         let run = || -> Result<Vec<u32>, String> {
             let gacc = GpuTensor::from_i32(ctx, &acc, &[acc.len()]).map_err(g)?;
             let gm = GpuTensor::from_i32(ctx, &words(&mults), &[2 * n]).map_err(g)?;
             let out = Guarded::new(ctx, 3, acc.len(), ElemType::I32).map_err(g)?;
-            gi::requantize(ctx, &gacc, n, &gm, quant, &out.view).map_err(g)?;
+            wgquant::gpu::requantize::requantize(ctx, &gacc, n, &gm, quant, &out.view)
+                .map_err(g)?;
             out.check(
                 ctx,
                 &label,

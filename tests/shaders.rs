@@ -13,7 +13,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgquant::gpu::{Shader, all_shaders};
 
 /// Shared snippets: composed into kernels, never compiled alone.
-const SNIPPETS: [&str; 8] = [
+const SNIPPETS: [&str; 10] = [
     "common.wgsl",
     "affine.wgsl",
     "segments.wgsl",
@@ -22,6 +22,8 @@ const SNIPPETS: [&str; 8] = [
     "unpack.wgsl",
     "real_f32.wgsl",
     "real_f16.wgsl",
+    "bitstream.wgsl",
+    "fixed_point.wgsl",
 ];
 
 /// Targets a shader needing a capability is not translated to, each with its reason. A

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::pack::{self, get_code, put_code};
-use crate::requant::{QuantizedMultiplier, requantize as requantize_one};
+use crate::requant::{OutputQuant, QuantizedMultiplier, requantize as requantize_one};
 
 /// The integer shape and zero points of a full-integer layer `y = x·Wᵀ + bias`: x [m, k] and
 /// W [n, k] are packed 8-bit codes (`format::pack`, stored `u = q − qmin`).
@@ -56,33 +56,6 @@ impl Int8Layer {
     /// W's code offset for a row with zero point `z`.
     pub fn w_offset(&self, z: i32) -> i32 {
         z - self.w_qmin - 128
-    }
-}
-
-/// The int8 output quantization: zero point and code range (stored codes `q − qmin`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OutputQuant {
-    /// Zero point.
-    pub zero: i32,
-    /// Smallest code.
-    pub qmin: i32,
-    /// Largest code (at most qmin + 255).
-    pub qmax: i32,
-}
-
-impl OutputQuant {
-    /// Checks that the codes fit 8 bits.
-    pub fn check(&self, op: &str) -> Result<()> {
-        if self.qmin > self.qmax || i64::from(self.qmax) - i64::from(self.qmin) > 255 {
-            return Err(Error::param(
-                op,
-                format!(
-                    "output range [{}, {}] does not fit 8 bits",
-                    self.qmin, self.qmax
-                ),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -266,36 +239,4 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).fold(0i32, |s, (&p, &q)| {
         s.wrapping_add(i32::from(p) * i32::from(q))
     })
-}
-
-/// Requantizes int32 accumulators `acc` ([rows, n]) with one multiplier per column (n) or one
-/// for all, into int32 outputs.
-pub fn requantize(
-    acc: &[i32],
-    n: usize,
-    multipliers: &[QuantizedMultiplier],
-    quant: OutputQuant,
-    y: &mut [i32],
-) -> Result<()> {
-    let op = "requantize";
-    for m in multipliers {
-        m.validate(op)?;
-    }
-    if y.len() != acc.len() || n == 0 || acc.len() % n != 0 {
-        return Err(Error::shape(op, "accumulators and outputs differ"));
-    }
-    if !(multipliers.len() == 1 || multipliers.len() == n) {
-        return Err(Error::shape(
-            op,
-            format!("{} multipliers for {n} columns", multipliers.len()),
-        ));
-    }
-    y.par_iter_mut()
-        .zip(acc)
-        .enumerate()
-        .for_each(|(e, (o, &a))| {
-            let mq = multipliers[if multipliers.len() == 1 { 0 } else { e % n }];
-            *o = requantize_one(a, mq, quant.zero, quant.qmin, quant.qmax);
-        });
-    Ok(())
 }

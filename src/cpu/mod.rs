@@ -15,4 +15,5 @@ pub mod matmul;
 pub mod minmax;
 pub mod qmatmul;
 pub mod quantize_pack;
+pub mod requantize;
 pub mod segments;

@@ -4,5 +4,6 @@
 pub mod disk;
 pub mod pack;
 pub mod quantized;
+pub mod weight;
 
 pub use quantized::{Encoding, Granularity, QuantizedTensor};

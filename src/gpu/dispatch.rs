@@ -34,18 +34,19 @@ impl Context {
     /// The compute pipeline for `entry` of `shader`, compiled once and cached. Compilation runs
     /// inside a validation error scope so a broken shader names its kernel instead of panicking.
     pub fn pipeline(&self, shader: &Shader, entry: &str) -> Result<wgpu::ComputePipeline> {
-        self.pipeline_with(shader, entry, &[])
+        self.pipeline_with(shader, entry, &PipelineOptions::default())
     }
 
-    /// [`Context::pipeline`] with WGSL `override` constants set to `constants` (name, value),
-    /// cached per (shader, entry point, constants). Kernels specialise on bit width or weight
-    /// kind this way, so the device compiler folds the branches away. Two variants of one
-    /// kernel family composed from different parts (an f16 and an f32 build) are cached apart.
+    /// [`Context::pipeline`] specialised by `opts` (WGSL `override` constants, workgroup-memory
+    /// zeroing), cached per (shader, entry point, options). Kernels specialise on bit width or
+    /// weight kind this way, so the device compiler folds the branches away. Two variants of
+    /// one kernel family composed from different parts (an f16 and an f32 build) are cached
+    /// apart.
     pub fn pipeline_with(
         &self,
         shader: &Shader,
         entry: &str,
-        constants: &[(&str, f64)],
+        opts: &PipelineOptions<'_>,
     ) -> Result<wgpu::ComputePipeline> {
         // The parts' addresses identify a composition: each part is a `&'static str`.
         let parts: Vec<String> = shader
@@ -54,10 +55,14 @@ impl Context {
             .map(|p| format!("{:x}+{}", p.as_ptr() as usize, p.len()))
             .collect();
         let mut label = format!("{}::{}", shader.name, entry);
-        for (name, value) in constants {
+        for (name, value) in opts.constants {
             label.push_str(&format!(" {name}={value}"));
         }
-        let key = format!("{label} [{}]", parts.join(","));
+        let key = format!(
+            "{label} zero={} [{}]",
+            opts.zero_workgroup_memory,
+            parts.join(",")
+        );
         if let Some(p) = self.pipeline_cache(|c| c.get(&key).cloned()) {
             return Ok(p);
         }
@@ -73,8 +78,8 @@ impl Context {
             module: &module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                ..wgpu::PipelineCompilationOptions::default()
+                constants: opts.constants,
+                zero_initialize_workgroup_memory: opts.zero_workgroup_memory,
             },
             cache: None,
         });
@@ -206,6 +211,27 @@ impl Context {
                 op: op.to_string(),
                 msg: e.to_string(),
             })
+    }
+}
+
+/// How [`Context::pipeline_with`] specialises a pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineOptions<'a> {
+    /// Values of WGSL `override` constants, by name.
+    pub constants: &'a [(&'a str, f64)],
+    /// Zero workgroup memory when each workgroup starts (WebGPU's default). A kernel that
+    /// writes every workgroup element before reading it turns this off: wgpu's GL backend
+    /// expands the zeroing inline, and llvmpipe then takes 20–30 s to compile a 64×64-tile
+    /// matmul instead of 0.5 s (measured here, Mesa 22.3).
+    pub zero_workgroup_memory: bool,
+}
+
+impl Default for PipelineOptions<'_> {
+    fn default() -> Self {
+        Self {
+            constants: &[],
+            zero_workgroup_memory: true,
+        }
     }
 }
 

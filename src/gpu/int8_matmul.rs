@@ -1,20 +1,27 @@
 //! Launcher for `shaders/int8_matmul.wgsl`: the full-integer matmul (int8 × int8 → int32 with
 //! int32 bias, then the accumulators or int8 outputs requantized by gemmlowp's fixed-point
-//! multiplier) and the standalone requantization. CPU twin: `src/cpu/int8_matmul.rs`,
-//! bit-identical.
+//! multiplier). CPU twin: `src/cpu/int8_matmul.rs`, bit-identical.
 
 use std::sync::OnceLock;
 
 use super::context::Context;
-use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE, window};
+use super::dispatch::{COMMON_WGSL, PipelineOptions, Shader, WORKGROUP_SIZE, window};
+use super::qmatmul::BITSTREAM_WGSL;
+use super::requantize::FIXED_POINT_WGSL;
 use super::tensor::{ElemType, GpuTensor};
-use crate::cpu::int8_matmul::{Int8Layer, OutputQuant};
+use crate::cpu::int8_matmul::Int8Layer;
 use crate::error::{Error, Result};
+use crate::requant::OutputQuant;
 
 /// The composed WGSL of this kernel.
 pub const SHADER: Shader = Shader {
     name: "int8_matmul",
-    parts: &[COMMON_WGSL, include_str!("../../shaders/int8_matmul.wgsl")],
+    parts: &[
+        COMMON_WGSL,
+        BITSTREAM_WGSL,
+        FIXED_POINT_WGSL,
+        include_str!("../../shaders/int8_matmul.wgsl"),
+    ],
 };
 
 /// Uniform parameters; mirrors `Int8MatmulParams` in int8_matmul.wgsl.
@@ -219,7 +226,11 @@ pub fn encode(
         ("DOT4", f64::from(u8::from(dot4))),
         ("ALIGNED", f64::from(u8::from(aligned))),
     ];
-    let pipeline = ctx.pipeline_with(&SHADER, "int8_matmul", &constants)?;
+    let popts = PipelineOptions {
+        constants: &constants,
+        ..PipelineOptions::default()
+    };
+    let pipeline = ctx.pipeline_with(&SHADER, "int8_matmul", &popts)?;
 
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4));
     let budget = ctx.work_limits().max_binding_bytes - align - 8;
@@ -319,83 +330,5 @@ pub fn int8_matmul(
 ) -> Result<()> {
     ctx.run("int8_matmul", |enc| {
         encode(ctx, enc, layer, x, w, w_zero, bias, out, path)
-    })
-}
-
-/// Records the requantization of I32 accumulators `acc` ([rows, n]) into I32 outputs `y`
-/// with `multipliers` (I32 (M0, exponent) pairs, one per column or one for all).
-pub fn encode_requantize(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    acc: &GpuTensor,
-    n: usize,
-    multipliers: &GpuTensor,
-    quant: OutputQuant,
-    y: &GpuTensor,
-) -> Result<()> {
-    let op = "requantize";
-    acc.expect_dtype(op, ElemType::I32)?;
-    y.expect_dtype(op, ElemType::I32)?;
-    multipliers.expect_dtype(op, ElemType::I32)?;
-    let len = acc.numel();
-    if y.numel() != len || n == 0 || len % n != 0 {
-        return Err(Error::shape(
-            op,
-            format!("{len} accumulators, {} outputs, {n} columns", y.numel()),
-        ));
-    }
-    if !(multipliers.numel() == 2 || multipliers.numel() == 2 * n) {
-        return Err(Error::shape(
-            op,
-            format!("{} multiplier words for {n} columns", multipliers.numel()),
-        ));
-    }
-    if y.overlaps(acc) || y.overlaps(multipliers) {
-        return Err(Error::param(op, "the output overlaps an input"));
-    }
-    if len == 0 {
-        return Ok(());
-    }
-    let pipeline = ctx.pipeline(&SHADER, "requantize")?;
-    let whole = |t: &GpuTensor| window(ctx, t.offset(), 0, t.numel() as u64);
-    let (acc_w, mult_w, y_w) = (whole(acc)?, whole(multipliers)?, whole(y)?);
-    let params = Int8MatmulParams {
-        n: n as u32,
-        x_bit0: acc_w.base * 32,
-        mult_base: mult_w.base,
-        per_channel: u32::from(multipliers.numel() == 2 * n),
-        out_zero: quant.zero,
-        out_qmin: quant.qmin,
-        out_qmax: quant.qmax,
-        y_base: y_w.base,
-        num_words: len as u32,
-        ..Default::default()
-    };
-    let uniform = ctx.uniform("requantize params", &params);
-    let bindings = [
-        (0, uniform.as_entire_binding()),
-        (1, acc_w.bind(acc.buffer())),
-        (4, mult_w.bind(multipliers.buffer())),
-        (6, y_w.bind(y.buffer())),
-    ];
-    ctx.dispatch(
-        encoder,
-        &pipeline,
-        &bindings,
-        (len as u32).div_ceil(WORKGROUP_SIZE),
-    )
-}
-
-/// [`encode_requantize`], submitted and waited for.
-pub fn requantize(
-    ctx: &Context,
-    acc: &GpuTensor,
-    n: usize,
-    multipliers: &GpuTensor,
-    quant: OutputQuant,
-    y: &GpuTensor,
-) -> Result<()> {
-    ctx.run("requantize", |enc| {
-        encode_requantize(ctx, enc, acc, n, multipliers, quant, y)
     })
 }

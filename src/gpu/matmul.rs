@@ -3,7 +3,7 @@
 //! CPU twin: `src/cpu/matmul.rs`.
 
 use super::context::Context;
-use super::dispatch::{COMMON_WGSL, Shader, window};
+use super::dispatch::{COMMON_WGSL, PipelineOptions, Shader, window};
 use super::tensor::{ElemType, GpuTensor};
 use crate::error::{Error, Result};
 
@@ -126,7 +126,12 @@ pub fn encode(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let pipeline = ctx.pipeline(&SHADER, "matmul")?;
+    // The tiles are written in full before every read (see PipelineOptions on GL compile time).
+    let popts = PipelineOptions {
+        zero_workgroup_memory: false,
+        ..PipelineOptions::default()
+    };
+    let pipeline = ctx.pipeline_with(&SHADER, "matmul", &popts)?;
     let whole = |t: &GpuTensor| window(ctx, t.offset(), 0, t.numel() as u64);
     let a_w = whole(a.tensor)?;
     let c_w = whole(c)?;

@@ -17,12 +17,14 @@ pub mod matmul;
 pub mod minmax;
 pub mod qmatmul;
 pub mod quantize_pack;
+pub mod qweight;
+pub mod requantize;
 pub mod segments;
 pub mod tensor;
 pub mod tiles;
 
 pub use context::{Context, WorkLimits, describe_adapter, list_adapters};
-pub use dispatch::{Shader, WORKGROUP_SIZE, Window};
+pub use dispatch::{PipelineOptions, Shader, WORKGROUP_SIZE, Window};
 pub use tensor::{ElemType, GpuTensor};
 
 /// Every kernel family's composed WGSL, for validation and translation tests.
@@ -42,5 +44,6 @@ pub fn all_shaders() -> Vec<Shader> {
         qmatmul::SHADER_F16,
         int8_matmul::SHADER,
         copy::SHADER,
+        requantize::SHADER,
     ]
 }

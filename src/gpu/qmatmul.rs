@@ -4,13 +4,14 @@
 //! CPU twin: `src/cpu/qmatmul.rs`.
 
 use super::context::Context;
-use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE, Window, window};
+use super::dispatch::{COMMON_WGSL, PipelineOptions, Shader, WORKGROUP_SIZE, Window, window};
+pub use super::qweight::{GpuDecoding, GpuQWeight, QWeight};
 use super::tensor::{ElemType, GpuTensor};
-use crate::cpu::qmatmul::{WeightKind, WeightLayout};
 use crate::error::{Error, Result};
-use crate::format::{Encoding, QuantizedTensor};
 
 const KERNEL_WGSL: &str = include_str!("../../shaders/qmatmul.wgsl");
+/// `shaders/bitstream.wgsl`: 32 bits from any bit offset of a packed stream.
+pub(crate) const BITSTREAM_WGSL: &str = include_str!("../../shaders/bitstream.wgsl");
 /// `shaders/real_f32.wgsl`: `real` is f32.
 pub(crate) const REAL_F32_WGSL: &str = include_str!("../../shaders/real_f32.wgsl");
 /// `shaders/real_f16.wgsl`: `real` is f16 (devices with shader-f16 only).
@@ -19,13 +20,13 @@ pub(crate) const REAL_F16_WGSL: &str = include_str!("../../shaders/real_f16.wgsl
 /// The composed WGSL computing in f32.
 pub const SHADER: Shader = Shader {
     name: "qmatmul",
-    parts: &[REAL_F32_WGSL, COMMON_WGSL, KERNEL_WGSL],
+    parts: &[REAL_F32_WGSL, COMMON_WGSL, BITSTREAM_WGSL, KERNEL_WGSL],
 };
 
 /// The composed WGSL computing products and block sums in f16.
 pub const SHADER_F16: Shader = Shader {
     name: "qmatmul",
-    parts: &[REAL_F16_WGSL, COMMON_WGSL, KERNEL_WGSL],
+    parts: &[REAL_F16_WGSL, COMMON_WGSL, BITSTREAM_WGSL, KERNEL_WGSL],
 };
 
 /// Uniform parameters; mirrors `QMatmulParams` in qmatmul.wgsl.
@@ -124,177 +125,10 @@ pub struct Options {
     pub lanes: Option<u32>,
 }
 
-/// How W's codes decode, with its parameter tensors on the device.
-#[derive(Clone, Copy, Debug)]
-pub enum GpuDecoding<'a> {
-    /// `w = (u + qmin − z)·s`; `scale` f32 and `zero` i32 hold one value per group.
-    Affine {
-        /// Scales.
-        scale: &'a GpuTensor,
-        /// Zero points; `None` means all zero.
-        zero: Option<&'a GpuTensor>,
-        /// Smallest code of the scheme.
-        qmin: i32,
-    },
-    /// `w = levels[g·2^bits + u]`.
-    Codebook {
-        /// `2^bits` f32 levels per group.
-        levels: &'a GpuTensor,
-    },
-    /// The codes are f32 values (bits = 32): the dense float baseline.
-    Dense,
-}
-
-/// A quantized weight W [rows, cols] on the device: its packed codes and how they decode.
-#[derive(Clone, Copy, Debug)]
-pub struct QWeight<'a> {
-    /// Shape, code width and grouping.
-    pub layout: WeightLayout,
-    /// Packed codes (U32, layout of `format::pack`), or f32 values for [`GpuDecoding::Dense`].
-    pub codes: &'a GpuTensor,
-    /// Decoding parameters.
-    pub decoding: GpuDecoding<'a>,
-}
-
-/// A [`QuantizedTensor`] uploaded for matmuls, owning its device tensors.
-#[derive(Clone, Debug)]
-pub struct GpuQWeight {
-    /// Shape, code width and grouping.
-    pub layout: WeightLayout,
-    /// Packed codes.
-    pub codes: GpuTensor,
-    /// Scales or codebook levels.
-    pub table: GpuTensor,
-    /// Zero points of an asymmetric affine tensor.
-    pub zero: Option<GpuTensor>,
-    /// Smallest code of an affine scheme; `None` for a codebook.
-    pub qmin: Option<i32>,
-}
-
-impl GpuQWeight {
-    /// Uploads a 2-D quantized tensor (no keep-mask).
-    pub fn upload(ctx: &Context, qt: &QuantizedTensor) -> Result<Self> {
-        let layout = WeightLayout::of(qt)?;
-        let codes = GpuTensor::from_u32(ctx, &qt.codes, &[qt.codes.len()])?;
-        let (table, zero, qmin) = match &qt.encoding {
-            Encoding::Affine {
-                scheme,
-                scale,
-                zero_point,
-            } => {
-                let zero = if scheme.is_symmetric() {
-                    None
-                } else {
-                    Some(GpuTensor::from_i32(ctx, zero_point, &[zero_point.len()])?)
-                };
-                let table = GpuTensor::from_f32(ctx, scale, &[scale.len()])?;
-                (table, zero, Some(scheme.qmin()))
-            }
-            Encoding::Codebook { levels } => (
-                GpuTensor::from_f32(ctx, levels, &[levels.len()])?,
-                None,
-                None,
-            ),
-        };
-        Ok(Self {
-            layout,
-            codes,
-            table,
-            zero,
-            qmin,
-        })
-    }
-
-    /// The borrowed form the kernels take.
-    pub fn weight(&self) -> QWeight<'_> {
-        let decoding = match self.qmin {
-            Some(qmin) => GpuDecoding::Affine {
-                scale: &self.table,
-                zero: self.zero.as_ref(),
-                qmin,
-            },
-            None => GpuDecoding::Codebook {
-                levels: &self.table,
-            },
-        };
-        QWeight {
-            layout: self.layout,
-            codes: &self.codes,
-            decoding,
-        }
-    }
-}
-
-impl<'a> QWeight<'a> {
-    /// A dense f32 matrix [rows, cols] as a weight of the same kernels (the float baseline).
-    pub fn dense(w: &'a GpuTensor) -> Result<Self> {
-        w.expect_dtype("qmatmul", ElemType::F32)?;
-        let &[rows, cols] = w.shape() else {
-            return Err(Error::shape(
-                "qmatmul",
-                format!("dense weight of shape {:?} is not 2-D", w.shape()),
-            ));
-        };
-        Ok(Self {
-            layout: WeightLayout::dense(rows, cols),
-            codes: w,
-            decoding: GpuDecoding::Dense,
-        })
-    }
-
-    /// The decoding kind.
-    pub fn kind(&self) -> WeightKind {
-        match self.decoding {
-            GpuDecoding::Affine { .. } => WeightKind::Affine,
-            GpuDecoding::Codebook { .. } => WeightKind::Codebook,
-            GpuDecoding::Dense => WeightKind::Dense,
-        }
-    }
-
-    /// Checks the tensors against the layout.
-    fn check(&self, op: &str) -> Result<()> {
-        let l = &self.layout;
-        l.check(op, self.kind())?;
-        let words = l.code_words();
-        let dtype = if l.bits == 32 {
-            ElemType::F32
-        } else {
-            ElemType::U32
-        };
-        self.codes.expect_dtype(op, dtype)?;
-        if self.codes.numel() < words {
-            return Err(Error::shape(
-                op,
-                format!("{} code words for {words}", self.codes.numel()),
-            ));
-        }
-        let groups = l.groups();
-        let need = |t: &GpuTensor, dtype: ElemType, len: usize, what: &str| -> Result<()> {
-            t.expect_dtype(op, dtype)?;
-            if t.numel() != len {
-                return Err(Error::shape(op, format!("{} {what} for {len}", t.numel())));
-            }
-            Ok(())
-        };
-        match self.decoding {
-            GpuDecoding::Affine { scale, zero, .. } => {
-                need(scale, ElemType::F32, groups, "scales")?;
-                if let Some(z) = zero {
-                    need(z, ElemType::I32, groups, "zero points")?;
-                }
-            }
-            GpuDecoding::Codebook { levels } => {
-                need(levels, ElemType::F32, groups << l.bits, "levels")?;
-            }
-            GpuDecoding::Dense => {}
-        }
-        Ok(())
-    }
-}
-
 /// The kernel [`Kernel::Auto`] picks for `m` rows of x: GEMV up to [`GEMV_MAX_M`], GEMM
-/// above; on software adapters always GEMV (llvmpipe turns workgroup-memory reads into gathers,
-/// so the tile costs more than re-reading W: measured 5× slower at M = 64, 4096×4096 int4).
+/// above; on software adapters always GEMV (llvmpipe turns every workgroup-memory read into a
+/// gather, so the tile costs more than re-reading W: the GEMM measured 2.3× slower than the
+/// GEMV at M = 64, 4096×4096 int4).
 pub fn auto_kernel(ctx: &Context, m: usize) -> Kernel {
     if ctx.is_software() || m <= GEMV_MAX_M {
         Kernel::Gemv
@@ -378,7 +212,8 @@ pub fn encode(
             format!("{lanes} lanes per row is not a power of two up to {WORKGROUP_SIZE}"),
         ));
     }
-    // The GEMM ignores LANES and XROWS: fixed values keep to one pipeline per weight kind.
+    // The GEMM reads every code by itself and ignores ALIGNED, UNIFORM, LANES and XROWS: fixed
+    // values keep to one pipeline per kind and width.
     let (lanes, xrows) = if gemv {
         (lanes, m.min(MAX_XROWS) as u32)
     } else {
@@ -391,7 +226,8 @@ pub fn encode(
     };
     let (groups_per_row, group_len, uniform) = l.grouping();
     let row_bits = (k * l.bits as usize) as u64;
-    let aligned = row_bits % 32 == 0 && 32 % l.bits == 0;
+    let aligned = gemv && row_bits % 32 == 0 && 32 % l.bits == 0;
+    let uniform = gemv && uniform;
     let constants = [
         // KIND_AFFINE, KIND_CODEBOOK, KIND_DENSE in the WGSL.
         ("KIND", f64::from(w.kind() as u8)),
@@ -402,7 +238,12 @@ pub fn encode(
         ("XROWS", f64::from(xrows)),
     ];
     let entry = if gemv { "gemv" } else { "gemm" };
-    let pipeline = ctx.pipeline_with(&shader, entry, &constants)?;
+    // Both kernels write every workgroup element they read first.
+    let popts = PipelineOptions {
+        constants: &constants,
+        zero_workgroup_memory: false,
+    };
+    let pipeline = ctx.pipeline_with(&shader, entry, &popts)?;
 
     let whole = |t: &GpuTensor| window(ctx, t.offset(), 0, t.numel() as u64);
     let x_w = whole(x)?;
