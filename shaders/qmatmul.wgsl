@@ -34,8 +34,8 @@ struct QMatmulParams {
 const KIND_AFFINE: u32 = 0u;
 const KIND_CODEBOOK: u32 = 1u;
 const KIND_DENSE: u32 = 2u;
-// Pipeline constants the host sets per weight (src/gpu/qmatmul.rs `Specialization`), so the
-// device compiler folds every branch on them.
+// Pipeline constants the host sets per weight (`constants` in src/gpu/qmatmul.rs `encode`), so
+// the device compiler folds every branch on them.
 override KIND: u32 = 0u;
 override BITS: u32 = 4u;              // 1..=8, or 32 for dense
 override ALIGNED: bool = false;       // every row starts on a word and BITS divides 32
@@ -116,6 +116,8 @@ fn gemv_block(rows: vec4<u32>, k0: u32, kn: u32, xrow: ptr<function, array<u32, 
     for (var w = 0u; w < WINDOWS; w++) {
         let bit = row_bit + w * PER_WINDOW * BITS;
         var word: vec4<u32>;
+        // Windows past a tail block's end may read past the stream: WebGPU bounds-checks the
+        // read, and those codes only meet the zero select below.
         if (ALIGNED) {
             word = vec4(codes[bit.x / 32u], codes[bit.y / 32u], codes[bit.z / 32u], codes[bit.w / 32u]);
         } else {

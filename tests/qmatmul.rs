@@ -462,3 +462,38 @@ fn copy_roofline_kernel_copies_every_word() {
     }
     finish("copy_roofline_kernel_copies_every_word", 3, failures);
 }
+
+/// `wgquant bench matmul` runs a small plan end to end (checks before timing included) and
+/// prints the table with every requested format.
+#[test]
+fn bench_matmul_cli_prints_the_table() {
+    let Some((_ctx, _serial)) = device() else {
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgquant"))
+        .args([
+            "bench", "matmul", "--shapes", "40x128", "--m", "1,3", "--iters", "1",
+        ])
+        .args([
+            "--formats",
+            "int4-g128,int8-channel,codebook4",
+            "--device",
+            "gpu",
+        ])
+        .output()
+        .expect("wgquant runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wgquant bench matmul failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("copy shader:"), "{stdout}");
+    for format in ["f32", "int4-g128", "int8-channel", "codebook4"] {
+        let rows = stdout
+            .lines()
+            .filter(|l| l.starts_with("40x128") && l.contains(&format!(" {format} ")))
+            .count();
+        assert_eq!(rows, 2, "{format}: one row per M expected in\n{stdout}");
+    }
+}

@@ -79,6 +79,9 @@ pub struct Int8MatmulParams {
 }
 const _: () = assert!(std::mem::size_of::<Int8MatmulParams>() == 96);
 
+/// Bytes of one code window: keeps every bit index below 2^31.
+const MAX_STREAM_WINDOW: u64 = 1 << 28;
+
 /// How four-byte dot products are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DotPath {
@@ -232,8 +235,19 @@ pub fn encode(
     };
     let pipeline = ctx.pipeline_with(&SHADER, "int8_matmul", &popts)?;
 
+    // Bit indices stay below 2^31: windows of at most 2^28 bytes.
+    if x_w.size > MAX_STREAM_WINDOW {
+        return Err(Error::param(
+            op,
+            format!("x of {} bytes exceeds 2^28", x_w.size),
+        ));
+    }
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4));
-    let budget = ctx.work_limits().max_binding_bytes - align - 8;
+    let budget = ctx
+        .work_limits()
+        .max_binding_bytes
+        .min(MAX_STREAM_WINDOW)
+        .saturating_sub(align + 8);
     let mut rows_per_chunk = (budget / (k as u64).max(1)).max(1) as usize;
     if rows_per_chunk < n {
         rows_per_chunk = rows_per_chunk / 4 * 4;

@@ -259,7 +259,10 @@ pub fn encode(
     let zero_t = zero.unwrap_or(&dummy_i32);
 
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4));
-    let budget_bits = (ctx.work_limits().max_binding_bytes.min(MAX_CODE_WINDOW) - align) * 8 - 64;
+    let budget_bits = (ctx.work_limits().max_binding_bytes.min(MAX_CODE_WINDOW))
+        .saturating_sub(align)
+        .saturating_mul(8)
+        .saturating_sub(64);
     let rows_per_chunk = (budget_bits / row_bits.max(1)).max(1) as usize;
     let gpr = groups_per_row as u64;
     let mut n0 = 0usize;
