@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod error;
 pub mod format;
 pub mod gpu;
+pub mod qat;
 pub mod quant;
 
 pub use error::{Error, Result};

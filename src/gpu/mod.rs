@@ -9,12 +9,18 @@ pub mod codebook_dequantize;
 pub mod context;
 pub mod dequantize;
 pub mod dispatch;
+pub mod elementwise;
 pub mod fake_quant;
 pub mod histogram;
+pub mod lsq;
+pub mod lsq_init;
 pub mod matmul;
 pub mod minmax;
+pub mod optimizer;
 pub mod quantize_pack;
+pub mod relu;
 pub mod segments;
+pub mod softmax_xent;
 pub mod tensor;
 pub mod tiles;
 
@@ -35,5 +41,10 @@ pub fn all_shaders() -> Vec<Shader> {
         codebook_assign::SHADER,
         codebook_dequantize::SHADER,
         matmul::SHADER,
+        lsq::SHADER,
+        lsq_init::SHADER,
+        relu::SHADER,
+        optimizer::SHADER,
+        softmax_xent::SHADER,
     ]
 }

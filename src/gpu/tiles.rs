@@ -144,6 +144,35 @@ impl TilePlan {
         out
     }
 
+    /// Batches of whole groups for a per-group pass after the tile pass (one thread per
+    /// group, per-group outputs windowed, per-tile partials bound whole).
+    pub fn group_chunks(&self, ctx: &Context) -> Vec<TileChunk> {
+        let per_chunk = (ctx.work_limits().max_binding_bytes / 16).saturating_sub(16).max(1);
+        let groups = self.num_groups();
+        let mut out = Vec::new();
+        let mut g0 = 0;
+        while g0 < groups {
+            let g1 = (g0 + per_chunk).min(groups);
+            out.push(TileChunk {
+                tiles: g0 * self.tiles_per_group..g1 * self.tiles_per_group,
+                groups: g0..g1,
+                elems: g0 * self.group_len..g1 * self.group_len,
+            });
+            g0 = g1;
+        }
+        out
+    }
+
+    /// Tile parameters for a per-group pass over `chunk` whose per-tile partials are bound
+    /// whole (tile t at index t) and whose per-group outputs start at `groups.base`.
+    pub fn group_params(&self, chunk: &TileChunk, groups: &Window) -> TileParams {
+        TileParams {
+            first_tile: 0,
+            out_base: 0,
+            ..self.params(chunk, groups, groups, 0)
+        }
+    }
+
     /// Workgroups for a chunk.
     pub fn workgroups(&self, chunk: &TileChunk) -> u32 {
         let per_wg = u64::from(WORKGROUP_SIZE / self.lanes);
@@ -194,3 +223,25 @@ pub fn window_for(
 
 /// `shaders/tiles.wgsl`.
 pub(crate) const TILES_WGSL: &str = include_str!("../../shaders/tiles.wgsl");
+
+/// Windows of the same range of several tensors that a kernel indexes with one base (its
+/// `elem_base` or `group_base`): they must land on the same offset inside their windows.
+pub fn shared_windows(
+    ctx: &Context,
+    op: &str,
+    tensors: &[&super::tensor::GpuTensor],
+    range: &Range<u64>,
+    elem_size: u64,
+) -> Result<Vec<Window>> {
+    let windows = tensors
+        .iter()
+        .map(|t| window_for(ctx, t.offset(), range, elem_size))
+        .collect::<Result<Vec<_>>>()?;
+    if windows.windows(2).any(|w| w[0].base != w[1].base) {
+        return Err(Error::param(
+            op,
+            "tensors indexed together must start at the same offset modulo the binding alignment",
+        ));
+    }
+    Ok(windows)
+}
