@@ -19,7 +19,12 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { json: false, plus: false, cpu: false, epochs: 60 };
+    let mut a = Args {
+        json: false,
+        plus: false,
+        cpu: false,
+        epochs: 60,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -27,7 +32,10 @@ fn args() -> Result<Args, String> {
             "--plus" => a.plus = true,
             "--cpu" => a.cpu = true,
             "--epochs" => {
-                a.epochs = it.next().and_then(|v| v.parse().ok()).ok_or("--epochs needs a number")?;
+                a.epochs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--epochs needs a number")?;
             }
             other => return Err(format!("unknown argument '{other}'")),
         }
@@ -46,7 +54,11 @@ fn fp32_config(epochs: usize) -> TrainConfig {
     TrainConfig {
         widths: vec![64, 128, 64, 10],
         quant: None,
-        rule: Rule::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        rule: Rule::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
         lr: 2e-3,
         weight_decay: 1e-4,
         epochs,
@@ -59,7 +71,12 @@ fn fp32_config(epochs: usize) -> TrainConfig {
 /// cosine schedule, a lower learning rate, half the epochs.
 fn lsq_config(bits: u32, plus: bool, epochs: usize) -> TrainConfig {
     TrainConfig {
-        quant: Some(QuantSpec { bits, first_last_bits: 8, plus, per_channel: false }),
+        quant: Some(QuantSpec {
+            bits,
+            first_last_bits: 8,
+            plus,
+            per_channel: false,
+        }),
         rule: Rule::Sgd { momentum: 0.9 },
         lr: 0.01,
         weight_decay: 1e-4,
@@ -68,7 +85,12 @@ fn lsq_config(bits: u32, plus: bool, epochs: usize) -> TrainConfig {
     }
 }
 
-fn run<E: Engine>(make: impl Fn() -> E, args: &Args, train: &Dataset, test: &Dataset) -> wgquant::Result<(f64, Vec<Row>)> {
+fn run<E: Engine>(
+    make: impl Fn() -> E,
+    args: &Args,
+    train: &Dataset,
+    test: &Dataset,
+) -> wgquant::Result<(f64, Vec<Row>)> {
     let mut fp32 = Mlp::new(make(), fp32_config(args.epochs))?;
     fp32.fit(train)?;
     let fp32_acc = fp32.evaluate(test)?.accuracy;
@@ -85,14 +107,26 @@ fn run<E: Engine>(make: impl Fn() -> E, args: &Args, train: &Dataset, test: &Dat
             .steps()?
             .iter()
             .map(|(w, a, b)| {
-                if args.plus { format!("w {:.4} a {:.4}/β {:.3}", w[0], a, b) } else { format!("w {:.4} a {:.4}", w[0], a) }
+                if args.plus {
+                    format!("w {:.4} a {:.4}/β {:.3}", w[0], a, b)
+                } else {
+                    format!("w {:.4} a {:.4}", w[0], a)
+                }
             })
             .collect::<Vec<_>>()
             .join("; ");
         if !args.json {
-            println!("LSQ{} {bits}-bit: test accuracy {:.2}%", if args.plus { "+" } else { "" }, 100.0 * accuracy);
+            println!(
+                "LSQ{} {bits}-bit: test accuracy {:.2}%",
+                if args.plus { "+" } else { "" },
+                100.0 * accuracy
+            );
         }
-        rows.push(Row { bits, accuracy, steps });
+        rows.push(Row {
+            bits,
+            accuracy,
+            steps,
+        });
     }
     Ok((fp32_acc, rows))
 }
@@ -110,7 +144,11 @@ fn main() {
         let (train, test) = data.split(0.2, 7);
         if args.cpu {
             let (f, r) = run(|| CpuEngine, &args, &train, &test)?;
-            Ok((f, r, format!("cpu ({} threads)", rayon::current_num_threads())))
+            Ok((
+                f,
+                r,
+                format!("cpu ({} threads)", rayon::current_num_threads()),
+            ))
         } else {
             let ctx = Context::new()?;
             let (f, r) = run(|| GpuEngine::new(&ctx), &args, &train, &test)?;
@@ -125,15 +163,29 @@ fn main() {
         }
     };
     if args.json {
-        let lsq: serde_json::Map<String, serde_json::Value> =
-            rows.iter().map(|r| (r.bits.to_string(), serde_json::json!(r.accuracy))).collect();
+        let lsq: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|r| (r.bits.to_string(), serde_json::json!(r.accuracy)))
+            .collect();
         println!("{}", serde_json::json!({ "fp32": fp32, "lsq": lsq }));
         return;
     }
     println!();
-    println!("digits, {} held-out images, trained on {device}", (1797.0f64 * 0.2).round());
-    println!("{:>5} {:>14} {:>14}  final steps (per layer)", "bits", "test accuracy", "fp32 accuracy");
+    println!(
+        "digits, {} held-out images, trained on {device}",
+        (1797.0f64 * 0.2).round()
+    );
+    println!(
+        "{:>5} {:>14} {:>14}  final steps (per layer)",
+        "bits", "test accuracy", "fp32 accuracy"
+    );
     for r in &rows {
-        println!("{:>5} {:>13.2}% {:>13.2}%  {}", r.bits, 100.0 * r.accuracy, 100.0 * fp32, r.steps);
+        println!(
+            "{:>5} {:>13.2}% {:>13.2}%  {}",
+            r.bits,
+            100.0 * r.accuracy,
+            100.0 * fp32,
+            r.steps
+        );
     }
 }

@@ -5,13 +5,15 @@
 // each group in order. No per-element step gradients are stored.
 // Needs common.wgsl and tiles.wgsl before it.
 
-// Mirrors `LsqParams` in src/gpu/lsq.rs (64 bytes).
+// Mirrors `LsqParams` in src/gpu/lsq.rs (96 bytes).
 struct LsqParams {
-    tiles: TileParams,
+    tiles: TileParams,  // elem_base and group_base are 0: each tensor has its own base below
     qn: f32,            // QN: 2^(b−1) for signed weights, 0 for unsigned activations
     qp: f32,            // QP: 2^(b−1) − 1 signed, 2^b − 1 unsigned
     grad_scale: f32,    // g multiplying ∂L/∂s (LSQ §2.2: 1/√(N·QP), or the caller's)
     num_groups: u32,    // lsq_reduce: groups in the dispatch
+    elem_bases: vec4<u32>,  // window bases of v, ∂L/∂v̂, ∂L/∂v, v̂
+    group_bases: vec4<u32>, // window bases of s, β, ∂L/∂s, ∂L/∂β
 }
 
 @group(0) @binding(0) var<uniform> params: LsqParams;
@@ -39,11 +41,12 @@ fn lsq_forward(@builtin(workgroup_id) wid: vec3<u32>,
     let slot = tile_slot(t, flat_workgroup(wid, nwg), lid);
     if (!slot.valid) { return; }
     let g = tile_group(t, slot.tile);
-    let s = step[g];
-    let b = beta[g];
+    let s = step[params.group_bases.x + g];
+    let b = beta[params.group_bases.y + g];
     let r = tile_range(t, slot.tile);
+    let e = params.elem_bases;
     for (var i = r.x + slot.lane; i < r.y; i += t.lanes) {
-        vhat[i] = lsq_level(v[i], s, b) * s + b;
+        vhat[e.w + i] = lsq_level(v[e.x + i], s, b) * s + b;
     }
 }
 
@@ -59,12 +62,13 @@ fn lsq_backward(@builtin(workgroup_id) wid: vec3<u32>,
     var acc = vec4<f32>(0.0);
     if (slot.valid) {
         let g = tile_group(t, slot.tile);
-        let s = step[g];
-        let b = beta[g];
+        let s = step[params.group_bases.x + g];
+        let b = beta[params.group_bases.y + g];
         let r = tile_range(t, slot.tile);
+        let e = params.elem_bases;
         for (var i = r.x + slot.lane; i < r.y; i += t.lanes) {
-            let u = (v[i] - b) / s;
-            let dy = grad_vhat[i];
+            let u = (v[e.x + i] - b) / s;
+            let dy = grad_vhat[e.y + i];
             var ds: f32;
             var db = 0.0;
             var dx = 0.0;
@@ -78,8 +82,8 @@ fn lsq_backward(@builtin(workgroup_id) wid: vec3<u32>,
                 ds = round(u) - u;
                 dx = dy;
             }
-            grad_v[i] = dx;
-            vhat[i] = round(clamp(u, -params.qn, params.qp)) * s + b;
+            grad_v[e.z + i] = dx;
+            vhat[e.w + i] = round(clamp(u, -params.qn, params.qp)) * s + b;
             acc += vec4<f32>(dy * ds, dy * db, 0.0, 0.0);
         }
     }
@@ -102,6 +106,6 @@ fn lsq_reduce(@builtin(workgroup_id) wid: vec3<u32>,
     for (var j = 0u; j < t.tiles_per_group; j++) {
         sum += partials_in[first + j];
     }
-    grad_step[t.group_base + g] = params.grad_scale * sum.x;
-    grad_beta[t.group_base + g] = sum.y;
+    grad_step[params.group_bases.z + g] = params.grad_scale * sum.x;
+    grad_beta[params.group_bases.w + g] = sum.y;
 }

@@ -8,11 +8,21 @@ use crate::gpu::lsq::LsqConfig;
 
 fn check(op: &str, n: usize, group_len: usize, step: &[f32], beta: &[f32]) -> Result<usize> {
     if group_len == 0 || n % group_len != 0 {
-        return Err(Error::param(op, format!("group length {group_len} does not divide {n}")));
+        return Err(Error::param(
+            op,
+            format!("group length {group_len} does not divide {n}"),
+        ));
     }
     let groups = n / group_len;
     if step.len() != groups || beta.len() != groups {
-        return Err(Error::shape(op, format!("{} steps, {} offsets for {groups} groups", step.len(), beta.len())));
+        return Err(Error::shape(
+            op,
+            format!(
+                "{} steps, {} offsets for {groups} groups",
+                step.len(),
+                beta.len()
+            ),
+        ));
     }
     Ok(groups)
 }
@@ -24,17 +34,27 @@ pub fn lsq_level(cfg: &LsqConfig, x: f32, s: f32, b: f32) -> f32 {
 }
 
 /// `vhat = level·s + β` for every element.
-pub fn lsq_forward(cfg: &LsqConfig, v: &[f32], group_len: usize, step: &[f32], beta: &[f32], vhat: &mut [f32]) -> Result<()> {
+pub fn lsq_forward(
+    cfg: &LsqConfig,
+    v: &[f32],
+    group_len: usize,
+    step: &[f32],
+    beta: &[f32],
+    vhat: &mut [f32],
+) -> Result<()> {
     check("lsq_forward", v.len(), group_len, step, beta)?;
     if vhat.len() != v.len() {
         return Err(Error::shape("lsq_forward", "output length differs"));
     }
-    vhat.par_chunks_mut(group_len).zip(v.par_chunks(group_len)).enumerate().for_each(|(g, (out, x))| {
-        let (s, b) = (step[g], beta[g]);
-        for (y, &xv) in out.iter_mut().zip(x) {
-            *y = lsq_level(cfg, xv, s, b) * s + b;
-        }
-    });
+    vhat.par_chunks_mut(group_len)
+        .zip(v.par_chunks(group_len))
+        .enumerate()
+        .for_each(|(g, (out, x))| {
+            let (s, b) = (step[g], beta[g]);
+            for (y, &xv) in out.iter_mut().zip(x) {
+                *y = lsq_level(cfg, xv, s, b) * s + b;
+            }
+        });
     Ok(())
 }
 
@@ -61,7 +81,10 @@ pub fn lsq_backward(
 ) -> Result<LsqStepGrads> {
     check("lsq_backward", v.len(), group_len, step, beta)?;
     if grad_vhat.len() != v.len() || grad_v.len() != v.len() || vhat.len() != v.len() {
-        return Err(Error::shape("lsq_backward", "element tensors differ in length"));
+        return Err(Error::shape(
+            "lsq_backward",
+            "element tensors differ in length",
+        ));
     }
     let (qn, qp) = (cfg.qn(), cfg.qp());
     let scale = f64::from(cfg.grad_scale_for(group_len));

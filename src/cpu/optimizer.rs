@@ -4,10 +4,19 @@ use crate::error::{Error, Result};
 use crate::gpu::optimizer::{Rule, Update};
 
 /// One update of `w` from `grad` with state `m` (and `v` for Adam).
-pub fn step(update: &Update, w: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) -> Result<()> {
+pub fn step(
+    update: &Update,
+    w: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> Result<()> {
     let n = w.len();
     if grad.len() != n || m.len() != n || v.len() != n {
-        return Err(Error::shape("optimizer", "parameter, gradient and state lengths differ"));
+        return Err(Error::shape(
+            "optimizer",
+            "parameter, gradient and state lengths differ",
+        ));
     }
     let p = update.params();
     let floor = |x: f32| if p.use_floor != 0 { x.max(p.floor) } else { x };

@@ -13,11 +13,22 @@ pub fn softmax_xent(
     correct: &mut [u32],
 ) -> Result<()> {
     let rows = labels.len();
-    if classes == 0 || logits.len() != rows * classes || grad.len() != logits.len() || loss.len() != rows || correct.len() != rows {
-        return Err(Error::shape("softmax_xent", "logits, labels and outputs disagree"));
+    if classes == 0
+        || logits.len() != rows * classes
+        || grad.len() != logits.len()
+        || loss.len() != rows
+        || correct.len() != rows
+    {
+        return Err(Error::shape(
+            "softmax_xent",
+            "logits, labels and outputs disagree",
+        ));
     }
     if let Some(l) = labels.iter().find(|&&l| l as usize >= classes) {
-        return Err(Error::param("softmax_xent", format!("label {l} ≥ {classes} classes")));
+        return Err(Error::param(
+            "softmax_xent",
+            format!("label {l} ≥ {classes} classes"),
+        ));
     }
     let scale = 1.0 / rows.max(1) as f32;
     for r in 0..rows {

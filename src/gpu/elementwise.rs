@@ -27,15 +27,21 @@ pub fn for_each_chunk(
     tensors: &[&GpuTensor],
     mut f: impl FnMut(&Chunk) -> Result<()>,
 ) -> Result<()> {
-    let Some(first) = tensors.first() else { return Ok(()) };
+    let Some(first) = tensors.first() else {
+        return Ok(());
+    };
     for t in tensors {
         t.expect_dtype(op, ElemType::F32)?;
         if t.numel() != first.numel() {
-            return Err(Error::shape(op, format!("{} elements beside {}", t.numel(), first.numel())));
+            return Err(Error::shape(
+                op,
+                format!("{} elements beside {}", t.numel(), first.numel()),
+            ));
         }
     }
     // Chunks bounded by the grid too: one element per thread.
-    let grid = u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2) * u64::from(WORKGROUP_SIZE);
+    let grid =
+        u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2) * u64::from(WORKGROUP_SIZE);
     for range in chunks(ctx, first.numel() as u64, 64) {
         let mut start = range.start;
         while start < range.end {

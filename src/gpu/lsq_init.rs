@@ -12,7 +12,11 @@ use crate::error::{Error, Result};
 /// The composed WGSL of this kernel family.
 pub const SHADER: Shader = Shader {
     name: "lsq_init",
-    parts: &[COMMON_WGSL, TILES_WGSL, include_str!("../../shaders/lsq_init.wgsl")],
+    parts: &[
+        COMMON_WGSL,
+        TILES_WGSL,
+        include_str!("../../shaders/lsq_init.wgsl"),
+    ],
 };
 
 /// Uniform parameters; mirrors `LsqInitParams` in lsq_init.wgsl.
@@ -31,9 +35,6 @@ pub struct LsqInitParams {
     pub num_groups: u32,
 }
 const _: () = assert!(std::mem::size_of::<LsqInitParams>() == 64);
-
-/// Largest tile, as for the other tiled reductions.
-const MAX_TILE: u64 = 8192;
 
 /// How a step is initialised from the values it will quantize.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub fn encode(
 ) -> Result<()> {
     let op = "lsq_init";
     v.expect_dtype(op, ElemType::F32)?;
-    let plan = TilePlan::new(v.numel(), group_len, MAX_TILE)?;
+    let plan = TilePlan::on(ctx, v.numel(), group_len)?;
     for t in [step, beta] {
         t.expect_dtype(op, ElemType::F32)?;
         if t.numel() as u64 != plan.num_groups() {
@@ -78,7 +79,12 @@ pub fn encode(
     };
     let moments = ctx.pipeline(&SHADER, "moments")?;
     for chunk in plan.chunks(ctx, 1, 0) {
-        let vw = window(ctx, v.offset(), chunk.elems.start, chunk.elems.end - chunk.elems.start)?;
+        let vw = window(
+            ctx,
+            v.offset(),
+            chunk.elems.start,
+            chunk.elems.end - chunk.elems.start,
+        )?;
         let mut tiles = plan.params(&chunk, &vw, &vw, 0);
         tiles.out_base = tiles.first_tile; // partials are bound whole
         let params = LsqInitParams { tiles, ..base };
@@ -94,7 +100,11 @@ pub fn encode(
     for chunk in plan.group_chunks(ctx) {
         let gw = shared_windows(ctx, op, &[step, beta], &chunk.groups, 4)?;
         let n = (chunk.groups.end - chunk.groups.start) as u32;
-        let params = LsqInitParams { tiles: plan.group_params(&chunk, &gw[0]), num_groups: n, ..base };
+        let params = LsqInitParams {
+            tiles: plan.group_params(&chunk, &gw[0]),
+            num_groups: n,
+            ..base
+        };
         let uniform = ctx.uniform("lsq_init params", &params);
         let bindings = [
             (0, uniform.as_entire_binding()),
@@ -118,8 +128,14 @@ pub fn encode_from_affine(
 ) -> Result<()> {
     let op = "lsq_init::from_affine";
     let n = step.numel();
-    if [scale.numel(), zero.numel(), beta.numel()].iter().any(|&m| m != n) {
-        return Err(Error::shape(op, "scale, zero, step and offset differ in length"));
+    if [scale.numel(), zero.numel(), beta.numel()]
+        .iter()
+        .any(|&m| m != n)
+    {
+        return Err(Error::shape(
+            op,
+            "scale, zero, step and offset differ in length",
+        ));
     }
     zero.expect_dtype(op, ElemType::I32)?;
     let whole = |t: &GpuTensor| -> Result<super::dispatch::Window> {
@@ -129,7 +145,10 @@ pub fn encode_from_affine(
         }
         Ok(w)
     };
-    let params = LsqInitParams { num_groups: n as u32, ..Default::default() };
+    let params = LsqInitParams {
+        num_groups: n as u32,
+        ..Default::default()
+    };
     let uniform = ctx.uniform("lsq_init params", &params);
     let bindings = [
         (0, uniform.as_entire_binding()),
@@ -139,5 +158,10 @@ pub fn encode_from_affine(
         (7, whole(zero)?.bind(zero.buffer())),
     ];
     let pipeline = ctx.pipeline(&SHADER, "from_affine")?;
-    ctx.dispatch(encoder, &pipeline, &bindings, (n as u32).div_ceil(WORKGROUP_SIZE))
+    ctx.dispatch(
+        encoder,
+        &pipeline,
+        &bindings,
+        (n as u32).div_ceil(WORKGROUP_SIZE),
+    )
 }

@@ -125,7 +125,12 @@ pub fn encode(
     let pipeline = ctx.pipeline(&SHADER, entry)?;
     let base = update.params();
     for_each_chunk(ctx, "optimizer", &[w, grad, m, v], |c| {
-        let params = OptimizerParams { n: c.n, base: c.base, num_workgroups: c.workgroups, ..base };
+        let params = OptimizerParams {
+            n: c.n,
+            base: c.base,
+            num_workgroups: c.workgroups,
+            ..base
+        };
         let uniform = ctx.uniform("optimizer params", &params);
         let mut bindings = vec![
             (0, uniform.as_entire_binding()),

@@ -27,10 +27,20 @@ pub struct ReluParams {
 const _: () = assert!(std::mem::size_of::<ReluParams>() == 16);
 
 /// Records `y = max(x, 0)`.
-pub fn encode_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+pub fn encode_forward(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    y: &GpuTensor,
+) -> Result<()> {
     let pipeline = ctx.pipeline(&SHADER, "relu_forward")?;
     for_each_chunk(ctx, "relu_forward", &[x, y], |c| {
-        let params = ReluParams { n: c.n, base: c.base, num_workgroups: c.workgroups, _pad: 0 };
+        let params = ReluParams {
+            n: c.n,
+            base: c.base,
+            num_workgroups: c.workgroups,
+            _pad: 0,
+        };
         let uniform = ctx.uniform("relu params", &params);
         let bindings = [
             (0, uniform.as_entire_binding()),
@@ -51,7 +61,12 @@ pub fn encode_backward(
 ) -> Result<()> {
     let pipeline = ctx.pipeline(&SHADER, "relu_backward")?;
     for_each_chunk(ctx, "relu_backward", &[x, dy, dx], |c| {
-        let params = ReluParams { n: c.n, base: c.base, num_workgroups: c.workgroups, _pad: 0 };
+        let params = ReluParams {
+            n: c.n,
+            base: c.base,
+            num_workgroups: c.workgroups,
+            _pad: 0,
+        };
         let uniform = ctx.uniform("relu params", &params);
         let bindings = [
             (0, uniform.as_entire_binding()),

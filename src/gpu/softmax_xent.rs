@@ -53,8 +53,15 @@ pub fn encode(
     logits.expect_dtype(op, ElemType::F32)?;
     labels.expect_dtype(op, ElemType::U32)?;
     out.correct.expect_dtype(op, ElemType::U32)?;
-    if labels.numel() != rows || out.loss.numel() != rows || out.correct.numel() != rows || out.grad.shape() != logits.shape() {
-        return Err(Error::shape(op, "labels, losses, flags and gradient must match the logits"));
+    if labels.numel() != rows
+        || out.loss.numel() != rows
+        || out.correct.numel() != rows
+        || out.grad.shape() != logits.shape()
+    {
+        return Err(Error::shape(
+            op,
+            "labels, losses, flags and gradient must match the logits",
+        ));
     }
     let whole = |t: &GpuTensor| -> Result<super::dispatch::Window> {
         let w = window(ctx, t.offset(), 0, t.numel() as u64)?;

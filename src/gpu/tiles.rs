@@ -68,7 +68,18 @@ pub struct TileChunk {
     pub elems: Range<u64>,
 }
 
+/// Largest tile: 8192 elements keep 32 lanes busy on 256 elements each.
+pub const MAX_TILE: u64 = 8192;
+
 impl TilePlan {
+    /// The plan for `ctx`: tiles of at most [`MAX_TILE`] elements, fewer when a tile of 16-byte
+    /// elements (a later pass over partial results) would not fit one binding window.
+    pub fn on(ctx: &Context, numel: usize, group_len: usize) -> Result<Self> {
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(16));
+        let fit = (ctx.work_limits().max_binding_bytes.saturating_sub(align) / 16).max(1);
+        Self::new(numel, group_len, MAX_TILE.min(fit))
+    }
+
     /// Tiles of at most `max_tile` elements over groups of `group_len`.
     pub fn new(numel: usize, group_len: usize, max_tile: u64) -> Result<Self> {
         if group_len == 0 || numel % group_len != 0 {
@@ -147,7 +158,9 @@ impl TilePlan {
     /// Batches of whole groups for a per-group pass after the tile pass (one thread per
     /// group, per-group outputs windowed, per-tile partials bound whole).
     pub fn group_chunks(&self, ctx: &Context) -> Vec<TileChunk> {
-        let per_chunk = (ctx.work_limits().max_binding_bytes / 16).saturating_sub(16).max(1);
+        let per_chunk = (ctx.work_limits().max_binding_bytes / 16)
+            .saturating_sub(16)
+            .max(1);
         let groups = self.num_groups();
         let mut out = Vec::new();
         let mut g0 = 0;
@@ -223,6 +236,24 @@ pub fn window_for(
 
 /// `shaders/tiles.wgsl`.
 pub(crate) const TILES_WGSL: &str = include_str!("../../shaders/tiles.wgsl");
+
+/// Windows of the same range of several tensors, each with its own base.
+pub fn windows_of(
+    ctx: &Context,
+    tensors: &[&super::tensor::GpuTensor],
+    range: &Range<u64>,
+    elem_size: u64,
+) -> Result<Vec<Window>> {
+    tensors
+        .iter()
+        .map(|t| window_for(ctx, t.offset(), range, elem_size))
+        .collect()
+}
+
+/// The bases of up to four windows, for a kernel's `vec4<u32>` of per-tensor bases.
+pub fn bases4(windows: &[Window]) -> [u32; 4] {
+    std::array::from_fn(|i| windows.get(i).map_or(0, |w| w.base))
+}
 
 /// Windows of the same range of several tensors that a kernel indexes with one base (its
 /// `elem_base` or `group_base`): they must land on the same offset inside their windows.

@@ -38,7 +38,10 @@ impl Dataset {
     pub fn select(&self, idx: &[usize]) -> Dataset {
         let f = self.features;
         Dataset {
-            x: idx.iter().flat_map(|&i| self.x[i * f..(i + 1) * f].iter().copied()).collect(),
+            x: idx
+                .iter()
+                .flat_map(|&i| self.x[i * f..(i + 1) * f].iter().copied())
+                .collect(),
             y: idx.iter().map(|&i| self.y[i]).collect(),
             features: f,
             classes: self.classes,
@@ -63,18 +66,36 @@ pub fn digits(path: &Path) -> Result<Dataset> {
     flate2::read::GzDecoder::new(file)
         .read_to_string(&mut text)
         .map_err(|e| Error::io(path, e))?;
-    let bad = |line: usize, msg: String| Error::Format { path: path.into(), msg: format!("line {line}: {msg}") };
-    let mut ds = Dataset { x: Vec::new(), y: Vec::new(), features: 64, classes: 10 };
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    let bad = |line: usize, msg: String| Error::Format {
+        path: path.into(),
+        msg: format!("line {line}: {msg}"),
+    };
+    let mut ds = Dataset {
+        x: Vec::new(),
+        y: Vec::new(),
+        features: 64,
+        classes: 10,
+    };
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let fields: Vec<&str> = line.split(',').collect();
         if fields.len() != 65 {
             return Err(bad(n + 1, format!("{} fields, expected 65", fields.len())));
         }
         for f in &fields[..64] {
-            let v: f32 = f.trim().parse().map_err(|_| bad(n + 1, format!("pixel '{f}' is not a number")))?;
+            let v: f32 = f
+                .trim()
+                .parse()
+                .map_err(|_| bad(n + 1, format!("pixel '{f}' is not a number")))?;
             ds.x.push(v / 16.0);
         }
-        let label: u32 = fields[64].trim().parse().map_err(|_| bad(n + 1, "bad label".into()))?;
+        let label: u32 = fields[64]
+            .trim()
+            .parse()
+            .map_err(|_| bad(n + 1, "bad label".into()))?;
         if label >= 10 {
             return Err(bad(n + 1, format!("label {label} outside 0..9")));
         }
@@ -85,5 +106,7 @@ pub fn digits(path: &Path) -> Result<Dataset> {
 
 /// `data/digits.csv.gz` in this crate.
 pub fn digits_path() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("digits.csv.gz")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join("digits.csv.gz")
 }

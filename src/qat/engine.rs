@@ -61,24 +61,68 @@ pub trait Engine {
     fn rows(&mut self, t: &Self::T, first: usize, count: usize) -> Result<Self::T>;
     /// `c (+)= op(a)·op(b) (+ bias)`.
     #[allow(clippy::too_many_arguments)]
-    fn matmul(&mut self, a: &Self::T, ta: bool, b: &Self::T, tb: bool, bias: Option<&Self::T>, c: &Self::T, acc: bool) -> Result<()>;
+    fn matmul(
+        &mut self,
+        a: &Self::T,
+        ta: bool,
+        b: &Self::T,
+        tb: bool,
+        bias: Option<&Self::T>,
+        c: &Self::T,
+        acc: bool,
+    ) -> Result<()>;
     /// `y = max(x, 0)`.
     fn relu(&mut self, x: &Self::T, y: &Self::T) -> Result<()>;
     /// `dx = dy·[x > 0]`.
     fn relu_backward(&mut self, x: &Self::T, dy: &Self::T, dx: &Self::T) -> Result<()>;
     /// Softmax cross-entropy: gradient of the mean loss, per-row loss and correctness.
-    fn xent(&mut self, logits: &Self::T, labels: &Self::T, grad: &Self::T, loss: &Self::T, correct: &Self::T) -> Result<()>;
+    fn xent(
+        &mut self,
+        logits: &Self::T,
+        labels: &Self::T,
+        grad: &Self::T,
+        loss: &Self::T,
+        correct: &Self::T,
+    ) -> Result<()>;
     /// LSQ forward.
-    fn lsq_forward(&mut self, cfg: &LsqConfig, v: &Self::T, group_len: usize, q: &QuantState<Self::T>, vhat: &Self::T) -> Result<()>;
+    fn lsq_forward(
+        &mut self,
+        cfg: &LsqConfig,
+        v: &Self::T,
+        group_len: usize,
+        q: &QuantState<Self::T>,
+        vhat: &Self::T,
+    ) -> Result<()>;
     /// LSQ fused backward; fills `q.grad_step`, `q.grad_beta`.
-    fn lsq_backward(&mut self, cfg: &LsqConfig, group_len: usize, q: &QuantState<Self::T>, t: &LsqBackward<'_, Self::T>) -> Result<()>;
+    fn lsq_backward(
+        &mut self,
+        cfg: &LsqConfig,
+        group_len: usize,
+        q: &QuantState<Self::T>,
+        t: &LsqBackward<'_, Self::T>,
+    ) -> Result<()>;
     /// Step initialisation from values (β = 0).
-    fn lsq_init(&mut self, cfg: &LsqConfig, init: StepInit, v: &Self::T, group_len: usize, q: &QuantState<Self::T>) -> Result<()>;
+    fn lsq_init(
+        &mut self,
+        cfg: &LsqConfig,
+        init: StepInit,
+        v: &Self::T,
+        group_len: usize,
+        q: &QuantState<Self::T>,
+    ) -> Result<()>;
     /// LSQ+ activation initialisation: (s, β) of the asymmetric affine quantizer with the least
     /// squared error on `v` (per tensor).
-    fn lsq_init_mse(&mut self, cfg: &LsqConfig, v: &Self::T, q: &QuantState<Self::T>) -> Result<()>;
+    fn lsq_init_mse(&mut self, cfg: &LsqConfig, v: &Self::T, q: &QuantState<Self::T>)
+    -> Result<()>;
     /// One optimizer update.
-    fn update(&mut self, u: &Update, w: &Self::T, grad: &Self::T, m: &Self::T, v: &Self::T) -> Result<()>;
+    fn update(
+        &mut self,
+        u: &Update,
+        w: &Self::T,
+        grad: &Self::T,
+        m: &Self::T,
+        v: &Self::T,
+    ) -> Result<()>;
     /// Finishes the work recorded so far (a training step's end).
     fn flush(&mut self) -> Result<()>;
 }
@@ -101,18 +145,26 @@ pub struct GpuEngine {
 impl GpuEngine {
     /// An engine on `ctx`.
     pub fn new(ctx: &Context) -> Self {
-        Self { ctx: ctx.clone(), encoder: None }
+        Self {
+            ctx: ctx.clone(),
+            encoder: None,
+        }
     }
 
     fn enc(&mut self) -> &mut wgpu::CommandEncoder {
         let device = self.ctx.device().clone();
         self.encoder.get_or_insert_with(|| {
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qat step") })
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("qat step"),
+            })
         })
     }
 
     /// Runs `f` with the context and the pending encoder.
-    fn rec(&mut self, f: impl FnOnce(&Context, &mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
+    fn rec(
+        &mut self,
+        f: impl FnOnce(&Context, &mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
         let ctx = self.ctx.clone();
         f(&ctx, self.enc())
     }
@@ -153,12 +205,31 @@ impl Engine for GpuEngine {
         let out = GpuTensor::zeros(&self.ctx, &shape, t.dtype())?;
         let bytes = view.byte_len();
         if bytes > 0 {
-            self.enc().copy_buffer_to_buffer(view.buffer(), view.offset(), out.buffer(), 0, bytes);
+            self.enc()
+                .copy_buffer_to_buffer(view.buffer(), view.offset(), out.buffer(), 0, bytes);
         }
         Ok(out)
     }
-    fn matmul(&mut self, a: &GpuTensor, ta: bool, b: &GpuTensor, tb: bool, bias: Option<&GpuTensor>, c: &GpuTensor, acc: bool) -> Result<()> {
-        let (oa, ob) = (Operand { tensor: a, transposed: ta }, Operand { tensor: b, transposed: tb });
+    fn matmul(
+        &mut self,
+        a: &GpuTensor,
+        ta: bool,
+        b: &GpuTensor,
+        tb: bool,
+        bias: Option<&GpuTensor>,
+        c: &GpuTensor,
+        acc: bool,
+    ) -> Result<()> {
+        let (oa, ob) = (
+            Operand {
+                tensor: a,
+                transposed: ta,
+            },
+            Operand {
+                tensor: b,
+                transposed: tb,
+            },
+        );
         self.rec(|ctx, enc| gpu::matmul::encode(ctx, enc, oa, ob, bias, c, acc))
     }
     fn relu(&mut self, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
@@ -167,14 +238,40 @@ impl Engine for GpuEngine {
     fn relu_backward(&mut self, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) -> Result<()> {
         self.rec(|ctx, enc| gpu::relu::encode_backward(ctx, enc, x, dy, dx))
     }
-    fn xent(&mut self, logits: &GpuTensor, labels: &GpuTensor, grad: &GpuTensor, loss: &GpuTensor, correct: &GpuTensor) -> Result<()> {
-        let out = XentOut { grad, loss, correct };
+    fn xent(
+        &mut self,
+        logits: &GpuTensor,
+        labels: &GpuTensor,
+        grad: &GpuTensor,
+        loss: &GpuTensor,
+        correct: &GpuTensor,
+    ) -> Result<()> {
+        let out = XentOut {
+            grad,
+            loss,
+            correct,
+        };
         self.rec(|ctx, enc| gpu::softmax_xent::encode(ctx, enc, logits, labels, &out))
     }
-    fn lsq_forward(&mut self, cfg: &LsqConfig, v: &GpuTensor, group_len: usize, q: &QuantState<GpuTensor>, vhat: &GpuTensor) -> Result<()> {
-        self.rec(|ctx, enc| gpu::lsq::encode_forward(ctx, enc, cfg, v, group_len, &q.step, &q.beta, vhat))
+    fn lsq_forward(
+        &mut self,
+        cfg: &LsqConfig,
+        v: &GpuTensor,
+        group_len: usize,
+        q: &QuantState<GpuTensor>,
+        vhat: &GpuTensor,
+    ) -> Result<()> {
+        self.rec(|ctx, enc| {
+            gpu::lsq::encode_forward(ctx, enc, cfg, v, group_len, &q.step, &q.beta, vhat)
+        })
     }
-    fn lsq_backward(&mut self, cfg: &LsqConfig, group_len: usize, q: &QuantState<GpuTensor>, t: &LsqBackward<'_, GpuTensor>) -> Result<()> {
+    fn lsq_backward(
+        &mut self,
+        cfg: &LsqConfig,
+        group_len: usize,
+        q: &QuantState<GpuTensor>,
+        t: &LsqBackward<'_, GpuTensor>,
+    ) -> Result<()> {
         let out = LsqGrads {
             grad_vhat: t.grad_vhat,
             grad_v: t.grad_v,
@@ -182,12 +279,28 @@ impl Engine for GpuEngine {
             grad_step: &q.grad_step,
             grad_beta: &q.grad_beta,
         };
-        self.rec(|ctx, enc| gpu::lsq::encode_backward(ctx, enc, cfg, t.v, group_len, &q.step, &q.beta, &out))
+        self.rec(|ctx, enc| {
+            gpu::lsq::encode_backward(ctx, enc, cfg, t.v, group_len, &q.step, &q.beta, &out)
+        })
     }
-    fn lsq_init(&mut self, cfg: &LsqConfig, init: StepInit, v: &GpuTensor, group_len: usize, q: &QuantState<GpuTensor>) -> Result<()> {
-        self.rec(|ctx, enc| gpu::lsq_init::encode(ctx, enc, cfg, init, v, group_len, &q.step, &q.beta))
+    fn lsq_init(
+        &mut self,
+        cfg: &LsqConfig,
+        init: StepInit,
+        v: &GpuTensor,
+        group_len: usize,
+        q: &QuantState<GpuTensor>,
+    ) -> Result<()> {
+        self.rec(|ctx, enc| {
+            gpu::lsq_init::encode(ctx, enc, cfg, init, v, group_len, &q.step, &q.beta)
+        })
     }
-    fn lsq_init_mse(&mut self, cfg: &LsqConfig, v: &GpuTensor, q: &QuantState<GpuTensor>) -> Result<()> {
+    fn lsq_init_mse(
+        &mut self,
+        cfg: &LsqConfig,
+        v: &GpuTensor,
+        q: &QuantState<GpuTensor>,
+    ) -> Result<()> {
         let ucfg = mse_config(cfg)?;
         let flat = v.reshape(&[v.numel()])?;
         self.rec(|ctx, enc| {
@@ -195,7 +308,14 @@ impl Engine for GpuEngine {
             gpu::lsq_init::encode_from_affine(ctx, enc, &p.scale, &p.zero, &q.step, &q.beta)
         })
     }
-    fn update(&mut self, u: &Update, w: &GpuTensor, grad: &GpuTensor, m: &GpuTensor, v: &GpuTensor) -> Result<()> {
+    fn update(
+        &mut self,
+        u: &Update,
+        w: &GpuTensor,
+        grad: &GpuTensor,
+        m: &GpuTensor,
+        v: &GpuTensor,
+    ) -> Result<()> {
         self.rec(|ctx, enc| gpu::optimizer::encode(ctx, enc, u, w, grad, m, v))
     }
     fn flush(&mut self) -> Result<()> {
@@ -234,14 +354,20 @@ impl CpuTensor {
     fn f32(&self) -> Result<Vec<f32>> {
         match &*self.buf.borrow() {
             Buf::F32(v) => Ok(v[self.offset..self.offset + self.len()].to_vec()),
-            Buf::U32(_) => Err(Error::UnsupportedDType { op: "CpuTensor".into(), dtype: "u32 read as f32".into() }),
+            Buf::U32(_) => Err(Error::UnsupportedDType {
+                op: "CpuTensor".into(),
+                dtype: "u32 read as f32".into(),
+            }),
         }
     }
 
     fn u32(&self) -> Result<Vec<u32>> {
         match &*self.buf.borrow() {
             Buf::U32(v) => Ok(v[self.offset..self.offset + self.len()].to_vec()),
-            Buf::F32(_) => Err(Error::UnsupportedDType { op: "CpuTensor".into(), dtype: "f32 read as u32".into() }),
+            Buf::F32(_) => Err(Error::UnsupportedDType {
+                op: "CpuTensor".into(),
+                dtype: "f32 read as u32".into(),
+            }),
         }
     }
 
@@ -251,7 +377,10 @@ impl CpuTensor {
                 v[self.offset..self.offset + self.len()].copy_from_slice(data);
                 Ok(())
             }
-            Buf::U32(_) => Err(Error::UnsupportedDType { op: "CpuTensor".into(), dtype: "u32 written as f32".into() }),
+            Buf::U32(_) => Err(Error::UnsupportedDType {
+                op: "CpuTensor".into(),
+                dtype: "u32 written as f32".into(),
+            }),
         }
     }
 
@@ -261,14 +390,20 @@ impl CpuTensor {
                 v[self.offset..self.offset + self.len()].copy_from_slice(data);
                 Ok(())
             }
-            Buf::F32(_) => Err(Error::UnsupportedDType { op: "CpuTensor".into(), dtype: "f32 written as u32".into() }),
+            Buf::F32(_) => Err(Error::UnsupportedDType {
+                op: "CpuTensor".into(),
+                dtype: "f32 written as u32".into(),
+            }),
         }
     }
 
     fn mat(&self) -> Result<(usize, usize)> {
         match self.shape[..] {
             [r, c] => Ok((r, c)),
-            _ => Err(Error::shape("CpuTensor", format!("{:?} is not 2-D", self.shape))),
+            _ => Err(Error::shape(
+                "CpuTensor",
+                format!("{:?} is not 2-D", self.shape),
+            )),
         }
     }
 }
@@ -281,13 +416,25 @@ impl Engine for CpuEngine {
     type T = CpuTensor;
 
     fn zeros(&mut self, shape: &[usize]) -> Result<CpuTensor> {
-        Ok(CpuTensor { buf: Rc::new(RefCell::new(Buf::F32(vec![0.0; shape.iter().product()]))), offset: 0, shape: shape.to_vec() })
+        Ok(CpuTensor {
+            buf: Rc::new(RefCell::new(Buf::F32(vec![0.0; shape.iter().product()]))),
+            offset: 0,
+            shape: shape.to_vec(),
+        })
     }
     fn upload(&mut self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
-        Ok(CpuTensor { buf: Rc::new(RefCell::new(Buf::F32(data.to_vec()))), offset: 0, shape: shape.to_vec() })
+        Ok(CpuTensor {
+            buf: Rc::new(RefCell::new(Buf::F32(data.to_vec()))),
+            offset: 0,
+            shape: shape.to_vec(),
+        })
     }
     fn upload_u32(&mut self, data: &[u32]) -> Result<CpuTensor> {
-        Ok(CpuTensor { buf: Rc::new(RefCell::new(Buf::U32(data.to_vec()))), offset: 0, shape: vec![data.len()] })
+        Ok(CpuTensor {
+            buf: Rc::new(RefCell::new(Buf::U32(data.to_vec()))),
+            offset: 0,
+            shape: vec![data.len()],
+        })
     }
     fn write(&mut self, t: &CpuTensor, data: &[f32]) -> Result<()> {
         t.set(data)
@@ -302,17 +449,40 @@ impl Engine for CpuEngine {
         let cols: usize = t.shape[1..].iter().product();
         let mut shape = t.shape.clone();
         shape[0] = count;
-        Ok(CpuTensor { buf: t.buf.clone(), offset: t.offset + first * cols, shape })
+        Ok(CpuTensor {
+            buf: t.buf.clone(),
+            offset: t.offset + first * cols,
+            shape,
+        })
     }
-    fn matmul(&mut self, a: &CpuTensor, ta: bool, b: &CpuTensor, tb: bool, bias: Option<&CpuTensor>, c: &CpuTensor, acc: bool) -> Result<()> {
+    fn matmul(
+        &mut self,
+        a: &CpuTensor,
+        ta: bool,
+        b: &CpuTensor,
+        tb: bool,
+        bias: Option<&CpuTensor>,
+        c: &CpuTensor,
+        acc: bool,
+    ) -> Result<()> {
         let (ar, ac) = a.mat()?;
         let (br, bc) = b.mat()?;
         let (av, bv) = (a.f32()?, b.f32()?);
         let biasv = bias.map(|t| t.f32()).transpose()?;
         let mut out = c.f32()?;
         cpu::matmul::matmul(
-            Mat { data: &av, rows: ar, cols: ac, transposed: ta },
-            Mat { data: &bv, rows: br, cols: bc, transposed: tb },
+            Mat {
+                data: &av,
+                rows: ar,
+                cols: ac,
+                transposed: ta,
+            },
+            Mat {
+                data: &bv,
+                rows: br,
+                cols: bc,
+                transposed: tb,
+            },
             biasv.as_deref(),
             &mut out,
             acc,
@@ -329,34 +499,93 @@ impl Engine for CpuEngine {
         cpu::relu::relu_backward(&x.f32()?, &dy.f32()?, &mut out)?;
         dx.set(&out)
     }
-    fn xent(&mut self, logits: &CpuTensor, labels: &CpuTensor, grad: &CpuTensor, loss: &CpuTensor, correct: &CpuTensor) -> Result<()> {
+    fn xent(
+        &mut self,
+        logits: &CpuTensor,
+        labels: &CpuTensor,
+        grad: &CpuTensor,
+        loss: &CpuTensor,
+        correct: &CpuTensor,
+    ) -> Result<()> {
         let (_, classes) = logits.mat()?;
-        let (mut g, mut l, mut c) = (vec![0.0; grad.len()], vec![0.0; loss.len()], vec![0u32; correct.len()]);
-        cpu::softmax_xent::softmax_xent(&logits.f32()?, classes, &labels.u32()?, &mut g, &mut l, &mut c)?;
+        let (mut g, mut l, mut c) = (
+            vec![0.0; grad.len()],
+            vec![0.0; loss.len()],
+            vec![0u32; correct.len()],
+        );
+        cpu::softmax_xent::softmax_xent(
+            &logits.f32()?,
+            classes,
+            &labels.u32()?,
+            &mut g,
+            &mut l,
+            &mut c,
+        )?;
         grad.set(&g)?;
         loss.set(&l)?;
         correct.set_u32(&c)
     }
-    fn lsq_forward(&mut self, cfg: &LsqConfig, v: &CpuTensor, group_len: usize, q: &QuantState<CpuTensor>, vhat: &CpuTensor) -> Result<()> {
+    fn lsq_forward(
+        &mut self,
+        cfg: &LsqConfig,
+        v: &CpuTensor,
+        group_len: usize,
+        q: &QuantState<CpuTensor>,
+        vhat: &CpuTensor,
+    ) -> Result<()> {
         let mut out = vec![0.0; vhat.len()];
-        cpu::lsq::lsq_forward(cfg, &v.f32()?, group_len, &q.step.f32()?, &q.beta.f32()?, &mut out)?;
+        cpu::lsq::lsq_forward(
+            cfg,
+            &v.f32()?,
+            group_len,
+            &q.step.f32()?,
+            &q.beta.f32()?,
+            &mut out,
+        )?;
         vhat.set(&out)
     }
-    fn lsq_backward(&mut self, cfg: &LsqConfig, group_len: usize, q: &QuantState<CpuTensor>, t: &LsqBackward<'_, CpuTensor>) -> Result<()> {
+    fn lsq_backward(
+        &mut self,
+        cfg: &LsqConfig,
+        group_len: usize,
+        q: &QuantState<CpuTensor>,
+        t: &LsqBackward<'_, CpuTensor>,
+    ) -> Result<()> {
         let n = t.v.len();
         let (mut dv, mut y) = (vec![0.0; n], vec![0.0; n]);
-        let g = cpu::lsq::lsq_backward(cfg, &t.v.f32()?, &t.grad_vhat.f32()?, group_len, &q.step.f32()?, &q.beta.f32()?, &mut dv, &mut y)?;
+        let g = cpu::lsq::lsq_backward(
+            cfg,
+            &t.v.f32()?,
+            &t.grad_vhat.f32()?,
+            group_len,
+            &q.step.f32()?,
+            &q.beta.f32()?,
+            &mut dv,
+            &mut y,
+        )?;
         t.grad_v.set(&dv)?;
         t.vhat.set(&y)?;
         q.grad_step.set(&g.step)?;
         q.grad_beta.set(&g.beta)
     }
-    fn lsq_init(&mut self, cfg: &LsqConfig, init: StepInit, v: &CpuTensor, group_len: usize, q: &QuantState<CpuTensor>) -> Result<()> {
+    fn lsq_init(
+        &mut self,
+        cfg: &LsqConfig,
+        init: StepInit,
+        v: &CpuTensor,
+        group_len: usize,
+        q: &QuantState<CpuTensor>,
+    ) -> Result<()> {
         let s = cpu::lsq_init::init_steps(cfg, init, &v.f32()?, group_len)?;
         q.beta.set(&vec![0.0; s.len()])?;
         q.step.set(&s)
     }
-    fn lsq_init_mse(&mut self, cfg: &LsqConfig, v: &CpuTensor, q: &QuantState<CpuTensor>) -> Result<()> {
+    fn lsq_init_mse(
+        &mut self,
+        cfg: &LsqConfig,
+        v: &CpuTensor,
+        q: &QuantState<CpuTensor>,
+    ) -> Result<()> {
         let ucfg = mse_config(cfg)?;
         let data = v.f32()?;
         let ranges = crate::quant::uniform::calibrate_cpu(&data, data.len(), &ucfg)?;
@@ -365,7 +594,14 @@ impl Engine for CpuEngine {
         q.step.set(&s)?;
         q.beta.set(&b)
     }
-    fn update(&mut self, u: &Update, w: &CpuTensor, grad: &CpuTensor, m: &CpuTensor, v: &CpuTensor) -> Result<()> {
+    fn update(
+        &mut self,
+        u: &Update,
+        w: &CpuTensor,
+        grad: &CpuTensor,
+        m: &CpuTensor,
+        v: &CpuTensor,
+    ) -> Result<()> {
         let (mut wv, mut mv, mut vv) = (w.f32()?, m.f32()?, v.f32()?);
         cpu::optimizer::step(u, &mut wv, &grad.f32()?, &mut mv, &mut vv)?;
         w.set(&wv)?;

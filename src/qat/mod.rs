@@ -111,30 +111,46 @@ impl<E: Engine> Mlp<E> {
     /// A model with He-uniform initial weights drawn from `cfg.seed`.
     pub fn new(engine: E, cfg: TrainConfig) -> Result<Self> {
         if cfg.widths.len() < 2 || cfg.widths.contains(&0) {
-            return Err(Error::param("qat", format!("widths {:?} need an input and an output", cfg.widths)));
+            return Err(Error::param(
+                "qat",
+                format!("widths {:?} need an input and an output", cfg.widths),
+            ));
         }
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let mut weights = Vec::new();
         for pair in cfg.widths.windows(2) {
             let bound = (6.0 / pair[0] as f32).sqrt();
-            let dist = Uniform::new(-bound, bound).map_err(|e| Error::param("qat", e.to_string()))?;
-            let w: Vec<f32> = (0..pair[0] * pair[1]).map(|_| dist.sample(&mut rng)).collect();
+            let dist =
+                Uniform::new(-bound, bound).map_err(|e| Error::param("qat", e.to_string()))?;
+            let w: Vec<f32> = (0..pair[0] * pair[1])
+                .map(|_| dist.sample(&mut rng))
+                .collect();
             weights.push((w, vec![0.0; pair[1]]));
         }
         Self::with_weights(engine, cfg, &weights)
     }
 
     /// A model with the given weights and biases per layer (W as outputs × inputs).
-    pub fn with_weights(mut engine: E, cfg: TrainConfig, weights: &[(Vec<f32>, Vec<f32>)]) -> Result<Self> {
+    pub fn with_weights(
+        mut engine: E,
+        cfg: TrainConfig,
+        weights: &[(Vec<f32>, Vec<f32>)],
+    ) -> Result<Self> {
         let n = cfg.widths.len() - 1;
         if weights.len() != n {
-            return Err(Error::shape("qat", format!("{} weight sets for {n} layers", weights.len())));
+            return Err(Error::shape(
+                "qat",
+                format!("{} weight sets for {n} layers", weights.len()),
+            ));
         }
         let mut layers = Vec::with_capacity(n);
         for (l, (w, b)) in weights.iter().enumerate() {
             let (inputs, outputs) = (cfg.widths[l], cfg.widths[l + 1]);
             if w.len() != inputs * outputs || b.len() != outputs {
-                return Err(Error::shape("qat", format!("layer {l}: weights for {outputs}×{inputs}")));
+                return Err(Error::shape(
+                    "qat",
+                    format!("layer {l}: weights for {outputs}×{inputs}"),
+                ));
             }
             let zeros = |e: &mut E, s: &[usize]| e.zeros(s);
             let layer = Layer {
@@ -142,8 +158,14 @@ impl<E: Engine> Mlp<E> {
                 b: engine.upload(b, &[outputs])?,
                 grad_w: zeros(&mut engine, &[outputs, inputs])?,
                 grad_b: zeros(&mut engine, &[1, outputs])?,
-                opt_w: [zeros(&mut engine, &[outputs, inputs])?, zeros(&mut engine, &[outputs, inputs])?],
-                opt_b: [zeros(&mut engine, &[outputs])?, zeros(&mut engine, &[outputs])?],
+                opt_w: [
+                    zeros(&mut engine, &[outputs, inputs])?,
+                    zeros(&mut engine, &[outputs, inputs])?,
+                ],
+                opt_b: [
+                    zeros(&mut engine, &[outputs])?,
+                    zeros(&mut engine, &[outputs])?,
+                ],
                 weight_q: None,
                 input_q: None,
                 inputs,
@@ -151,14 +173,26 @@ impl<E: Engine> Mlp<E> {
             };
             layers.push(layer);
         }
-        let mut model = Self { engine, layers, cfg, step: 0 };
+        let mut model = Self {
+            engine,
+            layers,
+            cfg,
+            step: 0,
+        };
         if let Some(spec) = model.cfg.quant {
             model.add_quantizers(spec)?;
         }
         Ok(model)
     }
 
-    fn quantizer(&mut self, cfg: LsqConfig, groups: usize, group_len: usize, activation: bool, plus: bool) -> Result<Quantizer<E::T>> {
+    fn quantizer(
+        &mut self,
+        cfg: LsqConfig,
+        groups: usize,
+        group_len: usize,
+        activation: bool,
+        plus: bool,
+    ) -> Result<Quantizer<E::T>> {
         let e = &mut self.engine;
         Ok(Quantizer {
             cfg,
@@ -169,7 +203,12 @@ impl<E: Engine> Mlp<E> {
                 grad_step: e.zeros(&[groups])?,
                 grad_beta: e.zeros(&[groups])?,
             },
-            opt: [e.zeros(&[groups])?, e.zeros(&[groups])?, e.zeros(&[groups])?, e.zeros(&[groups])?],
+            opt: [
+                e.zeros(&[groups])?,
+                e.zeros(&[groups])?,
+                e.zeros(&[groups])?,
+                e.zeros(&[groups])?,
+            ],
             activation,
             plus,
             ready: false,
@@ -180,14 +219,27 @@ impl<E: Engine> Mlp<E> {
     fn add_quantizers(&mut self, spec: QuantSpec) -> Result<()> {
         let n = self.layers.len();
         for l in 0..n {
-            let bits = if l == 0 || l == n - 1 { spec.first_last_bits } else { spec.bits };
+            let bits = if l == 0 || l == n - 1 {
+                spec.first_last_bits
+            } else {
+                spec.bits
+            };
             let (inputs, outputs) = (self.layers[l].inputs, self.layers[l].outputs);
             let wcfg = LsqConfig::new(bits, true)?;
-            let (groups, group_len) = if spec.per_channel { (outputs, inputs) } else { (1, inputs * outputs) };
+            let (groups, group_len) = if spec.per_channel {
+                (outputs, inputs)
+            } else {
+                (1, inputs * outputs)
+            };
             let mut wq = self.quantizer(wcfg, groups, group_len, false, spec.plus)?;
-            let init = if spec.plus { StepInit::LsqPlusWeights } else { StepInit::Lsq };
+            let init = if spec.plus {
+                StepInit::LsqPlusWeights
+            } else {
+                StepInit::Lsq
+            };
             let w = self.layers[l].w.clone();
-            self.engine.lsq_init(&wq.cfg, init, &w, group_len, &wq.state)?;
+            self.engine
+                .lsq_init(&wq.cfg, init, &w, group_len, &wq.state)?;
             wq.ready = true;
             // Activations: one step per layer; the gradient scale counts features per step
             // (LSQ §2.2), not the batch.
@@ -240,7 +292,15 @@ impl<E: Engine> Mlp<E> {
                 None => layer.w.clone(),
             };
             let z = e.zeros(&[rows, outputs])?;
-            e.matmul(&input_hat, false, &weight_hat, true, Some(&layer.b), &z, false)?;
+            e.matmul(
+                &input_hat,
+                false,
+                &weight_hat,
+                true,
+                Some(&layer.b),
+                &z,
+                false,
+            )?;
             let next = if l < last {
                 let y = e.zeros(&[rows, outputs])?;
                 e.relu(&z, &y)?;
@@ -248,7 +308,12 @@ impl<E: Engine> Mlp<E> {
             } else {
                 z.clone()
             };
-            saved.push(Saved { input: a, input_hat, weight_hat, z });
+            saved.push(Saved {
+                input: a,
+                input_hat,
+                weight_hat,
+                z,
+            });
             a = next;
         }
         Ok((a, saved))
@@ -274,7 +339,12 @@ impl<E: Engine> Mlp<E> {
             match &layer.weight_q {
                 Some(q) => {
                     let scratch = e.zeros(&[outputs, inputs])?;
-                    let t = LsqBackward { v: &layer.w, grad_vhat: &grad_what, grad_v: &layer.grad_w, vhat: &scratch };
+                    let t = LsqBackward {
+                        v: &layer.w,
+                        grad_vhat: &grad_what,
+                        grad_v: &layer.grad_w,
+                        vhat: &scratch,
+                    };
                     e.lsq_backward(&q.cfg, q.group_len, &q.state, &t)?;
                 }
                 None => layer.grad_w = grad_what,
@@ -282,7 +352,12 @@ impl<E: Engine> Mlp<E> {
             let grad_a = match &layer.input_q {
                 Some(q) => {
                     let (ga, scratch) = (e.zeros(&[rows, inputs])?, e.zeros(&[rows, inputs])?);
-                    let t = LsqBackward { v: &s.input, grad_vhat: &grad_ahat, grad_v: &ga, vhat: &scratch };
+                    let t = LsqBackward {
+                        v: &s.input,
+                        grad_vhat: &grad_ahat,
+                        grad_v: &ga,
+                        vhat: &scratch,
+                    };
                     e.lsq_backward(&q.cfg, rows * inputs, &q.state, &t)?;
                     ga
                 }
@@ -300,12 +375,30 @@ impl<E: Engine> Mlp<E> {
     /// Applies one optimizer update with learning rate `lr` to every parameter.
     fn apply(&mut self, lr: f32) -> Result<()> {
         self.step += 1;
-        let base = Update { rule: self.cfg.rule, t: self.step, lr, weight_decay: 0.0, floor: None };
-        let wd = Update { weight_decay: self.cfg.weight_decay, ..base };
-        let step_rule = Update { floor: Some(MIN_STEP), ..base };
+        let base = Update {
+            rule: self.cfg.rule,
+            t: self.step,
+            lr,
+            weight_decay: 0.0,
+            floor: None,
+        };
+        let wd = Update {
+            weight_decay: self.cfg.weight_decay,
+            ..base
+        };
+        let step_rule = Update {
+            floor: Some(MIN_STEP),
+            ..base
+        };
         let e = &mut self.engine;
         for layer in &mut self.layers {
-            e.update(&wd, &layer.w, &layer.grad_w, &layer.opt_w[0], &layer.opt_w[1])?;
+            e.update(
+                &wd,
+                &layer.w,
+                &layer.grad_w,
+                &layer.opt_w[0],
+                &layer.opt_w[1],
+            )?;
             let gb = layer.grad_b.clone();
             e.update(&base, &layer.b, &gb, &layer.opt_b[0], &layer.opt_b[1])?;
             for q in [&layer.weight_q, &layer.input_q].into_iter().flatten() {
@@ -325,7 +418,10 @@ impl<E: Engine> Mlp<E> {
     pub fn fit(&mut self, train: &Dataset) -> Result<Vec<f64>> {
         let (n, f) = (train.len(), train.features);
         if f != self.cfg.widths[0] || train.classes != *self.cfg.widths.last().unwrap_or(&0) {
-            return Err(Error::shape("qat", "dataset features or classes differ from the model"));
+            return Err(Error::shape(
+                "qat",
+                "dataset features or classes differ from the model",
+            ));
         }
         let batch = self.cfg.batch.clamp(1, n.max(1));
         let steps_per_epoch = n.div_ceil(batch);
@@ -348,11 +444,17 @@ impl<E: Engine> Mlp<E> {
                 let (logits, saved) = self.forward(&xb, rows)?;
                 let classes = self.layers[self.layers.len() - 1].outputs;
                 let e = &mut self.engine;
-                let (grad, loss, correct) = (e.zeros(&[rows, classes])?, e.zeros(&[rows])?, e.upload_u32(&vec![0; rows])?);
+                let (grad, loss, correct) = (
+                    e.zeros(&[rows, classes])?,
+                    e.zeros(&[rows])?,
+                    e.upload_u32(&vec![0; rows])?,
+                );
                 e.xent(&logits, &yb, &grad, &loss, &correct)?;
                 self.backward(grad, &saved, rows)?;
                 // Cosine schedule (Loshchilov & Hutter 2017) from lr to 0 over the run.
-                let lr = self.cfg.lr * 0.5 * (1.0 + (std::f32::consts::PI * t as f32 / total as f32).cos());
+                let lr = self.cfg.lr
+                    * 0.5
+                    * (1.0 + (std::f32::consts::PI * t as f32 / total as f32).cos());
                 self.apply(lr)?;
                 self.engine.flush()?;
                 t += 1;
@@ -366,14 +468,21 @@ impl<E: Engine> Mlp<E> {
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Metrics> {
         let n = data.len();
         if n == 0 {
-            return Ok(Metrics { loss: 0.0, accuracy: 0.0 });
+            return Ok(Metrics {
+                loss: 0.0,
+                accuracy: 0.0,
+            });
         }
         let x = self.engine.upload(&data.x, &[n, data.features])?;
         let y = self.engine.upload_u32(&data.y)?;
         let (logits, _) = self.forward(&x, n)?;
         let classes = data.classes;
         let e = &mut self.engine;
-        let (grad, loss, correct) = (e.zeros(&[n, classes])?, e.zeros(&[n])?, e.upload_u32(&vec![0; n])?);
+        let (grad, loss, correct) = (
+            e.zeros(&[n, classes])?,
+            e.zeros(&[n])?,
+            e.upload_u32(&vec![0; n])?,
+        );
         e.xent(&logits, &y, &grad, &loss, &correct)?;
         let losses = e.read(&loss)?;
         let hits = e.read_u32(&correct)?;
@@ -398,8 +507,14 @@ impl<E: Engine> Mlp<E> {
     pub fn steps(&mut self) -> Result<Vec<(Vec<f32>, f32, f32)>> {
         let mut out = Vec::new();
         for l in 0..self.layers.len() {
-            let (Some(wq), Some(aq)) = (&self.layers[l].weight_q, &self.layers[l].input_q) else { continue };
-            let (ws, a_s, a_b) = (wq.state.step.clone(), aq.state.step.clone(), aq.state.beta.clone());
+            let (Some(wq), Some(aq)) = (&self.layers[l].weight_q, &self.layers[l].input_q) else {
+                continue;
+            };
+            let (ws, a_s, a_b) = (
+                wq.state.step.clone(),
+                aq.state.step.clone(),
+                aq.state.beta.clone(),
+            );
             let ws = self.engine.read(&ws)?;
             let a_s = self.engine.read(&a_s)?;
             let a_b = self.engine.read(&a_b)?;
