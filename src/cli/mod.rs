@@ -6,12 +6,13 @@ mod demo;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use wgquant::affine::{AffineMode, AffineScheme};
+use wgquant::checkpoint::rules::Rules;
 use wgquant::checkpoint::{self, QuantizeOptions};
 use wgquant::format::Granularity;
 use wgquant::gpu::{self, Context};
-use wgquant::quant::uniform::{Calibration, UniformConfig};
-use wgquant::quant::{Backend, Method};
+use wgquant::quant::Backend;
+use wgquant::quant::spec::{MethodArgs, resolve};
+use wgquant::quant::uniform::Calibration;
 
 /// Quantize neural-network checkpoints with WebGPU compute shaders (any Vulkan, Metal, DX12
 /// or GL device), with a CPU implementation of every operation.
@@ -47,36 +48,36 @@ pub enum DeviceChoice {
     Cpu,
 }
 
-/// Range placement, as spelled on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum ModeArg {
-    /// Signed codes [−2^(b−1), 2^(b−1)−1], zero point 0.
-    Symmetric,
-    /// Signed codes [−(2^(b−1)−1), 2^(b−1)−1] (TFLite int8).
-    Restricted,
-    /// Unsigned codes with a zero point.
-    Asymmetric,
-}
-
 #[derive(Debug, clap::Args)]
 struct QuantizeArgs {
-    /// Input .safetensors file (only read).
+    /// Input .safetensors file, or a sharded checkpoint's .safetensors.index.json (only read).
     input: PathBuf,
-    /// Output file (written atomically).
+    /// Output file (written atomically; sharded as NAME-0000k-of-0000n.safetensors with
+    /// NAME.safetensors.index.json when --max-shard-size splits it).
     #[arg(short, long)]
     output: PathBuf,
-    /// intN with N in 1..=8: int8, int4, int3, int2, …
-    #[arg(long, default_value = "int8", value_parser = parse_scheme)]
-    scheme: u32,
-    /// Range placement.
-    #[arg(long, value_enum, default_value_t = ModeArg::Symmetric)]
-    mode: ModeArg,
+    /// intN (N = 1..8: int8, int4, int3, int2, …), f16 or bf16.
+    #[arg(long, default_value = "int8", value_parser = check_scheme)]
+    scheme: String,
+    /// symmetric, restricted (TFLite int8, [−127, 127]) or asymmetric.
+    #[arg(long, default_value = "symmetric")]
+    mode: String,
     /// tensor, channel, or group:N (N consecutive elements of the last axis).
-    #[arg(long, default_value = "channel")]
-    granularity: Granularity,
+    #[arg(long, default_value = "channel", value_parser = check_granularity)]
+    granularity: String,
     /// minmax, absmax, percentile:P or mse (default: absmax if symmetric, else minmax).
+    #[arg(long, value_parser = check_calib)]
+    calib: Option<String>,
+    /// A TOML file of per-tensor rules (name globs or regexes to settings or skip; first match
+    /// wins).
     #[arg(long)]
-    calib: Option<Calibration>,
+    rules: Option<PathBuf>,
+    /// Print the plan (tensor, shape, action, bytes before and after) and stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// Split the output into shards of at most this size (e.g. 2GB, 500MiB, 1000000).
+    #[arg(long, value_parser = parse_size)]
+    max_shard_size: Option<u64>,
     /// Also quantize 1-D tensors (norms, biases).
     #[arg(long)]
     include_1d: bool,
@@ -86,6 +87,47 @@ struct QuantizeArgs {
     /// Write a JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+}
+
+fn check_scheme(s: &str) -> Result<String, String> {
+    resolve(&MethodArgs {
+        scheme: Some(s.into()),
+        ..Default::default()
+    })
+    .map(|_| s.to_string())
+}
+
+fn check_granularity(s: &str) -> Result<String, String> {
+    s.parse::<Granularity>().map(|_| s.to_string())
+}
+
+fn check_calib(s: &str) -> Result<String, String> {
+    s.parse::<Calibration>().map(|_| s.to_string())
+}
+
+/// Bytes from `123`, `500MB`, `2GB`, `1GiB`, `64MiB`, `10kB`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit '{other}'")),
+    };
+    let bytes = (n * mult).round();
+    if bytes < 1.0 {
+        return Err(format!("size '{s}' must be positive"));
+    }
+    Ok(bytes as u64)
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,19 +149,6 @@ struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_scheme(s: &str) -> Result<u32, String> {
-    let bits = s
-        .strip_prefix("int")
-        .ok_or_else(|| format!("'{s}' is not intN (int8, int4, int3, int2)"))?;
-    let bits: u32 = bits.parse().map_err(|_| format!("'{s}' is not intN"))?;
-    if !(1..=8).contains(&bits) {
-        return Err(format!(
-            "bits {bits} out of range: packed codes take 1 to 8 bits"
-        ));
-    }
-    Ok(bits)
 }
 
 /// Errors the CLI prints: the library's, or its own.
@@ -200,28 +229,32 @@ fn progress_bar() -> indicatif::ProgressBar {
 }
 
 fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
-    let mode = match a.mode {
-        ModeArg::Symmetric => AffineMode::Symmetric,
-        ModeArg::Restricted => AffineMode::SymmetricRestricted,
-        ModeArg::Asymmetric => AffineMode::Asymmetric,
+    let defaults = MethodArgs {
+        scheme: Some(a.scheme.clone()),
+        mode: Some(a.mode.clone()),
+        granularity: Some(a.granularity.clone()),
+        calib: a.calib.clone(),
     };
-    let scheme = AffineScheme::new(a.scheme, mode)?;
-    let calibration = a.calib.unwrap_or(if scheme.is_symmetric() {
-        Calibration::AbsMax
-    } else {
-        Calibration::MinMax
-    });
-    let method = Method::Uniform(UniformConfig {
-        scheme,
-        granularity: a.granularity,
-        calibration,
-    });
+    // The defaults must make sense on their own, before any file is touched.
+    resolve(&defaults).map_err(CliError::Other)?;
+    let rules = match &a.rules {
+        Some(path) => Rules::load(path)?,
+        None => Rules::default(),
+    };
+    let opts = QuantizeOptions {
+        defaults,
+        rules,
+        include_1d: a.include_1d,
+        max_shard_bytes: a.max_shard_size,
+        block_bytes: 0,
+    };
+    if a.dry_run {
+        let (_, plan) = checkpoint::quantize::plan_file(&a.input, &opts)?;
+        emit(&plan.table());
+        return Ok(());
+    }
     let ctx = open_device(a.device)?;
     let backend = backend(&ctx);
-    let opts = QuantizeOptions {
-        method,
-        include_1d: a.include_1d,
-    };
     let pb = progress_bar();
     let report = checkpoint::quantize_file(&backend, &a.input, &a.output, &opts, Some(&pb))?;
     pb.finish_and_clear();

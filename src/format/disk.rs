@@ -5,11 +5,14 @@
 //!
 //! | tensor | dtype | shape | holds |
 //! |---|---|---|---|
-//! | `NAME.wq_codes` | U8 | [bytes] | packed codes, the u32 words of `format::pack` as little-endian bytes |
+//! | `NAME.wq_codes` | U32 | [words] | packed codes, the u32 words of `format::pack` (little-endian) |
 //! | `NAME.wq_scale` | F32 | [groups] | affine scales |
 //! | `NAME.wq_zero` | I32 | [groups] | affine zero points (asymmetric schemes only) |
 //! | `NAME.wq_levels` | F32 | [groups, 2^bits] | codebook levels |
-//! | `NAME.wq_mask` | U8 | [bytes] | keep-mask of pruned tensors, 1 bit per element |
+//! | `NAME.wq_mask` | U32 | [words] | keep-mask of pruned tensors, 1 bit per element, packed alike |
+//!
+//! Every part has a 4-byte dtype and a size that is a multiple of 4, so a writer that emits
+//! tensors by descending dtype size keeps every tensor aligned to its element.
 //!
 //! and described by the `__metadata__` entry `wgquant:NAME`, a JSON [`TensorRecord`] carrying
 //! its own `version`. The entry `wgquant` holds a [`FileRecord`] naming the tool and version.
@@ -104,21 +107,91 @@ pub struct Part {
     pub data: Vec<u8>,
 }
 
-fn part(name: &str, suffix: &str, dtype: Dtype, shape: Vec<usize>, data: Vec<u8>) -> Part {
-    Part {
-        name: format!("{name}{suffix}"),
-        dtype,
-        shape,
-        data,
-    }
-}
-
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn i32_bytes(v: &[i32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// How a quantized tensor's values are decoded, as far as its stored parts are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartLayout {
+    /// Scales, and zero points unless symmetric.
+    Affine {
+        /// Zero points are all 0 and not stored.
+        symmetric: bool,
+    },
+    /// Level tables.
+    Codebook,
+}
+
+/// The name, dtype and shape of one stored part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartSpec {
+    /// Full tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+}
+
+impl PartSpec {
+    /// Bytes of the part.
+    pub fn bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.bitsize() / 8
+    }
+}
+
+/// The parts that store a quantized tensor `name` of `shape`, known before any computing (the
+/// streaming writer plans file offsets and shards from them).
+pub fn part_specs(
+    name: &str,
+    shape: &[usize],
+    bits: u32,
+    granularity: Granularity,
+    layout: PartLayout,
+    masked: bool,
+) -> Result<Vec<PartSpec>> {
+    let numel: usize = shape.iter().product();
+    let groups = numel / granularity.group_len(shape)?.max(1);
+    let spec = |suffix: &str, dtype, shape| PartSpec {
+        name: format!("{name}{suffix}"),
+        dtype,
+        shape,
+    };
+    let mut parts = vec![spec(
+        CODES,
+        Dtype::U32,
+        vec![pack::packed_words(numel, bits)],
+    )];
+    match layout {
+        PartLayout::Affine { symmetric } => {
+            parts.push(spec(SCALE, Dtype::F32, vec![groups]));
+            if !symmetric {
+                parts.push(spec(ZERO, Dtype::I32, vec![groups]));
+            }
+        }
+        PartLayout::Codebook => parts.push(spec(LEVELS, Dtype::F32, vec![groups, 1 << bits])),
+    }
+    if masked {
+        parts.push(spec(MASK, Dtype::U32, vec![pack::packed_words(numel, 1)]));
+    }
+    Ok(parts)
+}
+
+impl QuantizedTensor {
+    /// How this tensor's parts are laid out.
+    pub fn part_layout(&self) -> PartLayout {
+        match &self.encoding {
+            Encoding::Affine { scheme, .. } => PartLayout::Affine {
+                symmetric: scheme.is_symmetric(),
+            },
+            Encoding::Codebook { .. } => PartLayout::Codebook,
+        }
+    }
 }
 
 /// The parts and record storing `qt` under `name`.
@@ -130,47 +203,47 @@ pub fn to_parts(
     detail: Option<String>,
 ) -> Result<(TensorRecord, Vec<Part>)> {
     qt.validate()?;
-    let groups = qt.groups()?;
-    let codes = pack::words_to_bytes(&qt.codes);
-    let mut parts = vec![part(name, CODES, Dtype::U8, vec![codes.len()], codes)];
-    let (encoding, mode) = match &qt.encoding {
-        Encoding::Affine {
-            scheme,
-            scale,
-            zero_point,
-        } => {
-            parts.push(part(
-                name,
-                SCALE,
-                Dtype::F32,
-                vec![groups],
-                f32_bytes(scale),
-            ));
-            if !scheme.is_symmetric() {
-                parts.push(part(
-                    name,
-                    ZERO,
-                    Dtype::I32,
-                    vec![groups],
-                    i32_bytes(zero_point),
-                ));
-            }
-            ("affine", Some(scheme.mode))
-        }
-        Encoding::Codebook { levels } => {
-            let shape = vec![groups, 1 << qt.bits];
-            parts.push(part(name, LEVELS, Dtype::F32, shape, f32_bytes(levels)));
-            ("codebook", None)
-        }
+    let specs = part_specs(
+        name,
+        &qt.shape,
+        qt.bits,
+        qt.granularity,
+        qt.part_layout(),
+        qt.mask.is_some(),
+    )?;
+    let mode = match &qt.encoding {
+        Encoding::Affine { scheme, .. } => Some(scheme.mode),
+        Encoding::Codebook { .. } => None,
     };
-    if let Some(mask) = &qt.mask {
-        let bytes = pack::words_to_bytes(mask);
-        parts.push(part(name, MASK, Dtype::U8, vec![bytes.len()], bytes));
-    }
+    let encoding = if mode.is_some() { "affine" } else { "codebook" };
+    let data: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|spec| {
+            let suffix = &spec.name[name.len()..];
+            match (suffix, &qt.encoding) {
+                (CODES, _) => pack::words_to_bytes(&qt.codes),
+                (SCALE, Encoding::Affine { scale, .. }) => f32_bytes(scale),
+                (ZERO, Encoding::Affine { zero_point, .. }) => i32_bytes(zero_point),
+                (LEVELS, Encoding::Codebook { levels }) => f32_bytes(levels),
+                (MASK, _) => pack::words_to_bytes(qt.mask.as_deref().unwrap_or(&[])),
+                _ => Vec::new(),
+            }
+        })
+        .collect();
+    let parts: Vec<Part> = specs
+        .into_iter()
+        .zip(data)
+        .map(|(spec, data)| Part {
+            name: spec.name,
+            dtype: spec.dtype,
+            shape: spec.shape,
+            data,
+        })
+        .collect();
     let record = TensorRecord {
         version: FORMAT_VERSION,
         method: method.to_string(),
-        encoding: encoding.into(),
+        encoding: encoding.to_string(),
         bits: qt.bits,
         mode,
         granularity: qt.granularity,
@@ -180,6 +253,40 @@ pub fn to_parts(
         bits_per_weight: qt.bits_per_weight(),
     };
     Ok((record, parts))
+}
+
+/// The record of tensor `shape` (originally `dtype`) stored as `specs` by a method.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    method: &str,
+    layout: Option<PartLayout>,
+    mode: Option<AffineMode>,
+    bits: u32,
+    granularity: Granularity,
+    shape: &[usize],
+    dtype: Dtype,
+    detail: Option<String>,
+    specs: &[PartSpec],
+) -> TensorRecord {
+    let numel: usize = shape.iter().product();
+    let stored: usize = specs.iter().map(PartSpec::bytes).sum();
+    TensorRecord {
+        version: FORMAT_VERSION,
+        method: method.to_string(),
+        encoding: match layout {
+            Some(PartLayout::Affine { .. }) => "affine",
+            Some(PartLayout::Codebook) => "codebook",
+            None => "half",
+        }
+        .to_string(),
+        bits,
+        mode,
+        granularity,
+        shape: shape.to_vec(),
+        dtype: format!("{dtype:?}"),
+        detail,
+        bits_per_weight: stored as f64 * 8.0 / numel.max(1) as f64,
+    }
 }
 
 /// The `__metadata__` entries for a file holding `records` (plus any metadata to keep).
@@ -268,7 +375,7 @@ pub fn from_parts<'a>(
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
     };
-    let codes = words(fetch(CODES, Dtype::U8)?)?;
+    let codes = words(fetch(CODES, Dtype::U32)?)?;
     let groups = rec
         .granularity
         .group_len(&rec.shape)
@@ -300,7 +407,13 @@ pub fn from_parts<'a>(
         other => return Err(bad(format!("unknown encoding '{other}'"))),
     };
     let mask = match get(&format!("{name}{MASK}")) {
-        Some(p) => Some(words(p.data)?),
+        Some(p) if p.dtype == Dtype::U32 => Some(words(p.data)?),
+        Some(p) => {
+            return Err(bad(format!(
+                "part '{name}{MASK}' is {:?}, expected U32",
+                p.dtype
+            )));
+        }
         None => None,
     };
     let qt = QuantizedTensor {

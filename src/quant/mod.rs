@@ -2,6 +2,7 @@
 //! [`QuantizedTensor`](crate::format::QuantizedTensor) or fake-quantized values.
 
 pub mod codebook;
+pub mod spec;
 pub mod uniform;
 
 use crate::error::{Error, Result};
@@ -92,6 +93,67 @@ impl Method {
     ) -> Result<QuantizedTensor> {
         match self {
             Method::Uniform(c) => uniform::quantize(backend, name, data, shape, c),
+        }
+    }
+
+    /// Whether rows (slices along axis 0) can be quantized independently, so a large tensor
+    /// can be streamed in row blocks: parameters never span rows.
+    pub fn row_separable(&self) -> bool {
+        match self {
+            Method::Uniform(c) => !matches!(c.granularity, crate::format::Granularity::Tensor),
+        }
+    }
+
+    /// Bits per code.
+    pub fn bits(&self) -> u32 {
+        match self {
+            Method::Uniform(c) => c.scheme.bits,
+        }
+    }
+
+    /// The parts that will store tensor `name` of `shape` (known before computing).
+    pub fn part_specs(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Vec<crate::format::disk::PartSpec>> {
+        use crate::format::disk::{PartLayout, part_specs};
+        match self {
+            Method::Uniform(c) => part_specs(
+                name,
+                shape,
+                c.scheme.bits,
+                c.granularity,
+                PartLayout::Affine {
+                    symmetric: c.scheme.is_symmetric(),
+                },
+                false,
+            ),
+        }
+    }
+
+    /// The metadata record of a tensor of `shape` (originally `dtype`) stored as `specs`.
+    pub fn record(
+        &self,
+        shape: &[usize],
+        dtype: safetensors::Dtype,
+        specs: &[crate::format::disk::PartSpec],
+    ) -> crate::format::disk::TensorRecord {
+        use crate::format::disk::{PartLayout, record};
+        match self {
+            Method::Uniform(c) => record(
+                self.name(),
+                Some(PartLayout::Affine {
+                    symmetric: c.scheme.is_symmetric(),
+                }),
+                Some(c.scheme.mode),
+                c.scheme.bits,
+                c.granularity,
+                shape,
+                dtype,
+                self.detail(),
+                specs,
+            ),
         }
     }
 
