@@ -9,11 +9,19 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     quiet_headless_vulkan();
+    report_file_size_limits();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wgquant: error: {e}");
+            // One line, whatever the error's own text holds.
+            let text = e.to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("wgquant: error: {}", line.join("; "));
             ExitCode::FAILURE
         }
     }
@@ -29,5 +37,16 @@ fn quiet_headless_vulkan() {
     {
         // SAFETY: called first thing in main, before any other thread exists.
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
+/// A write past the file-size limit (RLIMIT_FSIZE, e.g. a quota) would kill the process with
+/// SIGXFSZ; ignored, the write fails with EFBIG and the error is reported like a full disk,
+/// with the temporary output removed.
+fn report_file_size_limits() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
