@@ -3,6 +3,7 @@
 
 pub mod dequantize;
 pub mod file;
+pub mod gguf;
 pub mod inspect;
 pub mod plan;
 pub mod quantize;

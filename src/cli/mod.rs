@@ -56,9 +56,13 @@ struct QuantizeArgs {
     /// NAME.safetensors.index.json when --max-shard-size splits it).
     #[arg(short, long)]
     output: PathBuf,
-    /// intN (N = 1..8: int8, int4, int3, int2, …), f16 or bf16.
+    /// intN (N = 1..8: int8, int4, int3, int2, …), f16 or bf16; with --format gguf: q8_0,
+    /// q4_0, f16 or f32.
     #[arg(long, default_value = "int8", value_parser = check_scheme)]
     scheme: String,
+    /// safetensors (wgquant's self-describing layout) or gguf (llama.cpp blocks).
+    #[arg(long, value_enum, default_value_t = Format::Safetensors)]
+    format: Format,
     /// symmetric, restricted (TFLite int8, [−127, 127]) or asymmetric.
     #[arg(long, default_value = "symmetric")]
     mode: String,
@@ -90,11 +94,23 @@ struct QuantizeArgs {
 }
 
 fn check_scheme(s: &str) -> Result<String, String> {
+    if checkpoint::gguf::parse_type(s).is_some() {
+        return Ok(s.to_string());
+    }
     resolve(&MethodArgs {
         scheme: Some(s.into()),
         ..Default::default()
     })
     .map(|_| s.to_string())
+}
+
+/// Output file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// .safetensors with wgquant's per-tensor records.
+    Safetensors,
+    /// GGUF v3 with F16 / Q8_0 / Q4_0 blocks.
+    Gguf,
 }
 
 fn check_granularity(s: &str) -> Result<String, String> {
@@ -229,6 +245,9 @@ fn progress_bar() -> indicatif::ProgressBar {
 }
 
 fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
+    if a.format == Format::Gguf {
+        return quantize_gguf(a);
+    }
     let defaults = MethodArgs {
         scheme: Some(a.scheme.clone()),
         mode: Some(a.mode.clone()),
@@ -257,6 +276,31 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
     let backend = backend(&ctx);
     let pb = progress_bar();
     let report = checkpoint::quantize_file(&backend, &a.input, &a.output, &opts, Some(&pb))?;
+    pb.finish_and_clear();
+    emit(&report.table());
+    if let Some(path) = a.report {
+        let json =
+            serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;
+        write_text(&path, &json)?;
+    }
+    Ok(())
+}
+
+/// `quantize --format gguf`: llama.cpp's block types, encoded on the CPU.
+fn quantize_gguf(a: QuantizeArgs) -> Result<(), CliError> {
+    let ty = checkpoint::gguf::parse_type(&a.scheme).ok_or_else(|| {
+        CliError::Other(format!(
+            "--format gguf takes --scheme q8_0, q4_0, f16 or f32, not '{}'",
+            a.scheme
+        ))
+    })?;
+    if a.rules.is_some() || a.max_shard_size.is_some() || a.dry_run {
+        return Err(CliError::Other(
+            "--format gguf does not take --rules, --max-shard-size or --dry-run".into(),
+        ));
+    }
+    let pb = progress_bar();
+    let report = checkpoint::gguf::export_gguf(&a.input, &a.output, ty, Some(&pb))?;
     pb.finish_and_clear();
     emit(&report.table());
     if let Some(path) = a.report {

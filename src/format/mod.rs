@@ -2,6 +2,7 @@
 //! its on-disk description.
 
 pub mod disk;
+pub mod gguf;
 pub mod pack;
 pub mod quantized;
 
