@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands. Each subcommand turns its arguments into library
 //! calls; nothing here computes.
 
+mod bench_checkpoint;
 mod demo;
 
 use std::path::PathBuf;
@@ -35,6 +36,16 @@ enum Command {
     Demo(demo::DemoArgs),
     /// List the GPU adapters wgpu can see and the one wgquant would pick.
     Adapters,
+    /// Measurements at scale.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Quantize a synthetic multi-GB BF16 checkpoint (int4 group-128) on GPU and CPU: wall
+    /// time, input GB/s, peak RSS.
+    Checkpoint(bench_checkpoint::CheckpointBenchArgs),
 }
 
 /// Where to run.
@@ -231,6 +242,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(a) => inspect(a),
         Command::Demo(a) => demo::run(a),
         Command::Adapters => adapters(),
+        Command::Bench(BenchCommand::Checkpoint(a)) => bench_checkpoint::run(a),
     }
 }
 
