@@ -88,6 +88,7 @@ pub fn encode(
     };
     let pipeline = ctx.pipeline(&SHADER, "clip_errors")?;
     for chunk in plan.chunks(ctx, 4, 0) {
+        // (ranges and outputs are 16-byte GroupRanges: 4 words per group)
         let values_w = window_for(ctx, input.offset(), &chunk.elems, 4)?;
         let (ranges_w, best_w) = group_windows(ctx, ranges, best, &chunk)?;
         let mut tiles = plan.params(&chunk, &values_w, &ranges_w, 0);

@@ -126,21 +126,43 @@ impl TilePlan {
         start..(start + self.tile_len).min((g + 1) * self.group_len)
     }
 
-    /// Batches of consecutive tiles whose element span, group span (`words_per_group` 4-byte
-    /// words each) and per-tile output (`words_per_tile` each) each fit one binding.
+    /// Batches of consecutive tiles whose element span (4-byte elements), group span
+    /// (`words_per_group` 4-byte words each) and per-tile output (`words_per_tile` each) each
+    /// fit one binding, and whose workgroups fit one dispatch.
     pub fn chunks(
         &self,
         ctx: &Context,
         words_per_group: u64,
         words_per_tile: u64,
     ) -> Vec<TileChunk> {
-        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4)) / 4;
-        let budget = ctx.work_limits().max_binding_bytes / 4 - align;
-        // Whole groups of tiles per chunk when they fit, so a reduction pass sees each group once.
-        let tiles_by_elems = (budget / self.tile_len).max(1);
-        let tiles_by_groups = (budget / words_per_group.max(1)).max(1) * self.tiles_per_group;
+        self.chunks_of(ctx, 1, words_per_group, words_per_tile)
+    }
+
+    /// [`TilePlan::chunks`] for input elements of `words_per_elem` 4-byte words (the partial
+    /// results of an earlier pass).
+    pub fn chunks_of(
+        &self,
+        ctx: &Context,
+        words_per_elem: u64,
+        words_per_group: u64,
+        words_per_tile: u64,
+    ) -> Vec<TileChunk> {
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(16)) / 4;
+        let budget = (ctx.work_limits().max_binding_bytes / 4)
+            .saturating_sub(align)
+            .max(1);
+        let tiles_by_elems = (budget / (self.tile_len * words_per_elem.max(1))).max(1);
+        // A chunk may start and end mid-group: one group more than whole groups.
+        let groups = (budget / words_per_group.max(1)).saturating_sub(1).max(1);
+        let tiles_by_groups = groups * self.tiles_per_group;
         let tiles_by_out = (budget / words_per_tile.max(1)).max(1);
-        let per_chunk = tiles_by_elems.min(tiles_by_groups).min(tiles_by_out).max(1);
+        let per_wg = u64::from(WORKGROUP_SIZE / self.lanes);
+        let tiles_by_grid = u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2) * per_wg;
+        let per_chunk = tiles_by_elems
+            .min(tiles_by_groups)
+            .min(tiles_by_out)
+            .min(tiles_by_grid)
+            .max(1);
         let mut out = Vec::new();
         let mut t = 0;
         while t < self.num_tiles() {
