@@ -196,13 +196,7 @@ fn preflight(
         opts.method
             .check_shape(&t.shape)
             .map_err(|e| ckpt.tensor_error(&t.name, e.to_string()))?;
-        for suffix in [
-            disk::CODES,
-            disk::SCALE,
-            disk::ZERO,
-            disk::LEVELS,
-            disk::MASK,
-        ] {
+        for suffix in disk::PART_SUFFIXES {
             let part = format!("{}{suffix}", t.name);
             if names.contains(part.as_str()) {
                 return Err(ckpt.tensor_error(

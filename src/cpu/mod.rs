@@ -12,3 +12,6 @@ pub mod histogram;
 pub mod minmax;
 pub mod quantize_pack;
 pub mod segments;
+pub mod weq_exact;
+pub mod weq_histogram;
+pub mod weq_sweep;

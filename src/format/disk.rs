@@ -9,6 +9,7 @@
 //! | `NAME.wq_scale` | F32 | [groups] | affine scales |
 //! | `NAME.wq_zero` | I32 | [groups] | affine zero points (asymmetric schemes only) |
 //! | `NAME.wq_levels` | F32 | [groups, 2^bits] | codebook levels |
+//! | `NAME.wq_thresholds` | F32 | [groups, 2^bits] | codebook decision thresholds (WEQ), optional |
 //! | `NAME.wq_mask` | U8 | [bytes] | keep-mask of pruned tensors, 1 bit per element |
 //!
 //! and described by the `__metadata__` entry `wgquant:NAME`, a JSON [`TensorRecord`] carrying
@@ -41,6 +42,8 @@ pub const ZERO: &str = ".wq_zero";
 pub const LEVELS: &str = ".wq_levels";
 /// Mask part.
 pub const MASK: &str = ".wq_mask";
+/// Codebook thresholds part.
+pub const THRESHOLDS: &str = ".wq_thresholds";
 
 /// The whole-file record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,9 +160,12 @@ pub fn to_parts(
             }
             ("affine", Some(scheme.mode))
         }
-        Encoding::Codebook { levels } => {
+        Encoding::Codebook { levels, thresholds } => {
             let shape = vec![groups, 1 << qt.bits];
-            parts.push(part(name, LEVELS, Dtype::F32, shape, f32_bytes(levels)));
+            parts.push(part(name, LEVELS, Dtype::F32, shape.clone(), f32_bytes(levels)));
+            if let Some(t) = thresholds {
+                parts.push(part(name, THRESHOLDS, Dtype::F32, shape, f32_bytes(t)));
+            }
             ("codebook", None)
         }
     };
@@ -296,6 +302,10 @@ pub fn from_parts<'a>(
         }
         "codebook" => Encoding::Codebook {
             levels: floats(fetch(LEVELS, Dtype::F32)?),
+            thresholds: match get(&format!("{name}{THRESHOLDS}")) {
+                Some(_) => Some(floats(fetch(THRESHOLDS, Dtype::F32)?)),
+                None => None,
+            },
         },
         other => return Err(bad(format!("unknown encoding '{other}'"))),
     };
@@ -316,7 +326,7 @@ pub fn from_parts<'a>(
 }
 
 /// The part suffixes.
-pub const PART_SUFFIXES: [&str; 5] = [CODES, SCALE, ZERO, LEVELS, MASK];
+pub const PART_SUFFIXES: [&str; 6] = [CODES, SCALE, ZERO, LEVELS, MASK, THRESHOLDS];
 
 /// Whether `tensor` is named like a part tensor of a quantized tensor.
 pub fn is_part_name(tensor: &str) -> bool {

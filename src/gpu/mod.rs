@@ -16,6 +16,8 @@ pub mod quantize_pack;
 pub mod segments;
 pub mod tensor;
 pub mod tiles;
+pub mod weq_histogram;
+pub mod weq_sweep;
 
 pub use context::{Context, WorkLimits, describe_adapter, list_adapters};
 pub use dispatch::{Shader, WORKGROUP_SIZE, Window};
@@ -33,5 +35,7 @@ pub fn all_shaders() -> Vec<Shader> {
         clip_search::SHADER,
         codebook_assign::SHADER,
         codebook_dequantize::SHADER,
+        weq_histogram::SHADER,
+        weq_sweep::SHADER,
     ]
 }

@@ -3,6 +3,7 @@
 
 pub mod codebook;
 pub mod uniform;
+pub mod weq;
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -46,6 +47,8 @@ use crate::format::{Encoding, QuantizedTensor};
 pub enum Method {
     /// Uniform affine quantization.
     Uniform(uniform::UniformConfig),
+    /// Weighted-entropy quantization to a codebook.
+    Weq(weq::WeqConfig),
 }
 
 impl Method {
@@ -53,6 +56,7 @@ impl Method {
     pub fn name(&self) -> &'static str {
         match self {
             Method::Uniform(_) => "uniform",
+            Method::Weq(_) => "weq",
         }
     }
 
@@ -72,6 +76,7 @@ impl Method {
                     c.calibration.label()
                 )
             }
+            Method::Weq(c) => c.label(),
         }
     }
 
@@ -79,6 +84,7 @@ impl Method {
     pub fn detail(&self) -> Option<String> {
         match self {
             Method::Uniform(c) => Some(format!("calibration={}", c.calibration.label())),
+            Method::Weq(_) => Some("weighted entropy, importance w²; thresholds kept".into()),
         }
     }
 
@@ -92,6 +98,7 @@ impl Method {
     ) -> Result<QuantizedTensor> {
         match self {
             Method::Uniform(c) => uniform::quantize(backend, name, data, shape, c),
+            Method::Weq(c) => weq::quantize(backend, name, data, shape, c),
         }
     }
 
@@ -99,6 +106,7 @@ impl Method {
     pub fn check_shape(&self, shape: &[usize]) -> Result<()> {
         match self {
             Method::Uniform(c) => c.group_len(shape).map(|_| ()),
+            Method::Weq(c) => c.group_len(shape).map(|_| ()),
         }
     }
 }
