@@ -6,6 +6,11 @@
 // all candidate bins evaluated in parallel and a fixed-order tree reduction picking the best
 // (ties: the lower bin); sweeps stop when one moves nothing. Then the levels ±r_n,
 // r_n = sqrt(E_n/n_n), and the signed thresholds codebook_assign counts.
+//
+// llvmpipe stops any loop of an invocation once all its loops together have run 65,535
+// iterations (Mesa's hang guard, LP_MAX_TGSI_LOOP_ITERATIONS), so a dispatch runs a bounded
+// number of sweeps and keeps each group's boundaries in `state` for the next; `finish` then
+// turns them into levels and thresholds.
 // Needs common.wgsl, affine.wgsl and weq.wgsl before it.
 
 // Mirrors `WeqSweepParams` in src/gpu/weq_sweep.rs (48 bytes).
@@ -19,9 +24,9 @@ struct WeqSweepParams {
     level_base: u32,     // element of group 0's first level in the bound levels
     threshold_base: u32, // element of group 0's first threshold in the bound thresholds
     info_base: u32,      // index of group 0 in the bound info
-    max_sweeps: u32,
-    _pad0: u32,
-    _pad1: u32,
+    max_sweeps: u32,     // cap on sweeps in all
+    sweeps_per_pass: u32,// cap on sweeps in this dispatch
+    first_pass: u32,     // 1: start from equal populations
 }
 
 // Mirrors `Prefix` in src/cpu/weq_histogram.rs.
@@ -46,18 +51,25 @@ const MAX_CLUSTERS: u32 = 128u;
 @group(0) @binding(3) var<storage, read_write> levels: array<f32>;
 @group(0) @binding(4) var<storage, read_write> thresholds: array<f32>;
 @group(0) @binding(5) var<storage, read_write> info: array<WeqInfo>;
+// Per batch group, H + 3 words: boundaries bnd[0..=H], sweeps run, 1 when converged.
+@group(0) @binding(6) var<storage, read_write> state: array<u32>;
 
 var<workgroup> bnd: array<u32, 129>;  // cluster n is bins [bnd[n], bnd[n + 1])
 var<workgroup> best_v: array<f32, WORKGROUP_SIZE>;
 var<workgroup> best_k: array<u32, WORKGROUP_SIZE>;
 var<workgroup> current_v: f32;
 var<workgroup> moved: u32;
+var<workgroup> progress: vec2<u32>;  // (sweeps run, converged)
 
 // E·(ln 2N − ln n) of the cluster of bins [a, b) of the group at `pb`; 0 when empty.
 fn term(pb: u32, a: u32, b: u32, ln2n: f32) -> f32 {
     let n = prefix[pb + b].count - prefix[pb + a].count;
     if (n == 0u) { return 0.0; }
     return (prefix[pb + b].energy - prefix[pb + a].energy) * (ln2n - log(f32(n)));
+}
+
+fn ln_2n(pb: u32) -> f32 {
+    return log(f32(max(prefix[pb + params.bins].count, 1u))) + 0.6931472;
 }
 
 // First bin k whose prefix count reaches `goal`.
@@ -71,65 +83,6 @@ fn lower_bound(pb: u32, goal: u32) -> u32 {
     return lo;
 }
 
-// The smallest f32 above x (x finite, not −0).
-fn next_up(x: f32) -> f32 {
-    if (x == 0.0) { return 1.17549435e-38; }
-    let b = bitcast<u32>(x);
-    return bitcast<f32>(select(b + 1u, b - 1u, x < 0.0));
-}
-
-// Levels and thresholds of a group from its clusters (thread 0); mirrors `assemble` in
-// src/cpu/weq_sweep.rs. Empty clusters move to the top with doubled levels and +inf bounds,
-// levels are forced strictly increasing (and positive), and magnitudes mirror by sign:
-// codes 0..H−1 are −r_{H−1}..−r_0, codes H..2H−1 are r_0..r_{H−1}.
-fn finish_group(g: u32, pb: u32, ln2n: f32, width: f32, sweeps: u32) {
-    let h = params.clusters;
-    var r: array<f32, MAX_CLUSTERS>;
-    var b: array<f32, MAX_CLUSTERS>;
-    var m = 0u;
-    var s = 0.0;
-    for (var n = 0u; n < h; n++) {
-        let lo = bnd[n];
-        let hi = bnd[n + 1u];
-        let count = prefix[pb + hi].count - prefix[pb + lo].count;
-        if (count == 0u) { continue; }
-        let e = prefix[pb + hi].energy - prefix[pb + lo].energy;
-        r[m] = sqrt(max(e, 0.0) / f32(count)) * width;
-        b[m] = f32(lo) * width;
-        s += term(pb, lo, hi, ln2n);
-        m++;
-    }
-    if (m == 0u) {
-        r[0] = 0.0;
-        b[0] = 0.0;
-        m = 1u;
-    }
-    let inf = bitcast<f32>(0x7f800000u);
-    for (var n = m; n < h; n++) {
-        r[n] = r[n - 1u] * 2.0;
-        b[n] = inf;
-    }
-    r[0] = max(r[0], 1.17549435e-38);
-    for (var n = 1u; n < h; n++) {
-        r[n] = min(max(r[n], next_up(r[n - 1u])), 3.40282347e38);
-    }
-    let lb = params.level_base + g * 2u * h;
-    let tb = params.threshold_base + g * 2u * h;
-    for (var n = 0u; n < h; n++) {
-        levels[lb + h - 1u - n] = -r[n];
-        levels[lb + h + n] = r[n];
-    }
-    // Negative x with |x| = b_n must land in cluster n too: its threshold is just above −b_n.
-    for (var n = 1u; n < h; n++) {
-        thresholds[tb + h - 1u - n] = select(next_up(-b[n]), -inf, b[n] == inf);
-        thresholds[tb + h - 1u + n] = b[n];
-    }
-    thresholds[tb + h - 1u] = 0.0;
-    thresholds[tb + 2u * h - 1u] = inf;
-    let total = prefix[pb + params.bins].count;
-    info[params.info_base + g] = WeqInfo(s * width * width / f32(max(total, 1u)), sweeps, m, 0u);
-}
-
 @compute @workgroup_size(256)
 fn sweep(@builtin(workgroup_id) wid: vec3<u32>,
          @builtin(num_workgroups) nwg: vec3<u32>,
@@ -138,15 +91,26 @@ fn sweep(@builtin(workgroup_id) wid: vec3<u32>,
     if (g >= params.groups) { return; }
     let h = params.clusters;
     let pb = params.prefix_base + g * (params.bins + 1u);
-    let total = prefix[pb + params.bins].count;
-    let ln2n = log(f32(max(total, 1u))) + 0.6931472;
-    // Equal population: boundary j at the first bin where the count reaches ceil(j·N/H).
-    for (var j = lid; j <= h; j += WORKGROUP_SIZE) {
-        let goal = (total / h) * j + ((total % h) * j + h - 1u) / h;
-        bnd[j] = select(lower_bound(pb, goal), params.bins, j == h);
+    let sb = g * (h + 3u);
+    let ln2n = ln_2n(pb);
+    if (params.first_pass != 0u) {
+        // Equal population: boundary j at the first bin where the count reaches ceil(j·N/H).
+        let total = prefix[pb + params.bins].count;
+        for (var j = lid; j <= h; j += WORKGROUP_SIZE) {
+            let goal = (total / h) * j + ((total % h) * j + h - 1u) / h;
+            bnd[j] = select(lower_bound(pb, goal), params.bins, j == h);
+        }
+        if (lid == 0u) { progress = vec2<u32>(0u, 0u); }
+    } else {
+        for (var j = lid; j <= h; j += WORKGROUP_SIZE) { bnd[j] = state[sb + j]; }
+        if (lid == 0u) { progress = vec2<u32>(state[sb + h + 1u], state[sb + h + 2u]); }
     }
-    var sweeps = 0u;
-    loop {
+    let start = workgroupUniformLoad(&progress);
+    if (start.y != 0u) { return; }
+    var sweeps = start.x;
+    var converged = 0u;
+    for (var pass_sweep = 0u; pass_sweep < params.sweeps_per_pass; pass_sweep++) {
+        if (sweeps >= params.max_sweeps) { break; }
         if (lid == 0u) { moved = 0u; }
         workgroupBarrier();
         for (var j = 1u; j < h; j++) {
@@ -182,10 +146,84 @@ fn sweep(@builtin(workgroup_id) wid: vec3<u32>,
             workgroupBarrier();
         }
         sweeps++;
-        if (workgroupUniformLoad(&moved) == 0u || sweeps >= params.max_sweeps) { break; }
+        if (workgroupUniformLoad(&moved) == 0u) {
+            converged = 1u;
+            break;
+        }
     }
+    for (var j = lid; j <= h; j += WORKGROUP_SIZE) { state[sb + j] = bnd[j]; }
     if (lid == 0u) {
-        let e = weq_span_exponent(ranges[params.range_base + g]);
-        finish_group(g, pb, ln2n, weq_pow2(e - i32(params.log2_bins)), sweeps);
+        state[sb + h + 1u] = sweeps;
+        state[sb + h + 2u] = select(converged, 1u, sweeps >= params.max_sweeps);
     }
+}
+
+// The smallest f32 above x (x finite, not −0).
+fn next_up(x: f32) -> f32 {
+    if (x == 0.0) { return 1.17549435e-38; }
+    let b = bitcast<u32>(x);
+    return bitcast<f32>(select(b + 1u, b - 1u, x < 0.0));
+}
+
+// Levels, thresholds and info of group g from its final boundaries, one thread per group;
+// mirrors `assemble` in src/cpu/weq_sweep.rs. Empty clusters move to the top with doubled
+// levels and +inf bounds, levels are forced strictly increasing (and positive), and
+// magnitudes mirror by sign: codes 0..H−1 are −r_{H−1}..−r_0, codes H..2H−1 are r_0..r_{H−1}.
+@compute @workgroup_size(256)
+fn finish(@builtin(workgroup_id) wid: vec3<u32>,
+          @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let g = flat_workgroup(wid, nwg) * WORKGROUP_SIZE + lid;
+    if (g >= params.groups) { return; }
+    let h = params.clusters;
+    let pb = params.prefix_base + g * (params.bins + 1u);
+    let sb = g * (h + 3u);
+    let ln2n = ln_2n(pb);
+    let width = weq_pow2(weq_span_exponent(ranges[params.range_base + g]) - i32(params.log2_bins));
+    var r: array<f32, MAX_CLUSTERS>;
+    var b: array<f32, MAX_CLUSTERS>;
+    var m = 0u;
+    var s = 0.0;
+    for (var n = 0u; n < h; n++) {
+        let lo = state[sb + n];
+        let hi = state[sb + n + 1u];
+        let count = prefix[pb + hi].count - prefix[pb + lo].count;
+        if (count == 0u) { continue; }
+        let e = prefix[pb + hi].energy - prefix[pb + lo].energy;
+        r[m] = sqrt(max(e, 0.0) / f32(count)) * width;
+        b[m] = f32(lo) * width;
+        s += term(pb, lo, hi, ln2n);
+        m++;
+    }
+    let clusters = max(m, 1u);
+    if (m == 0u) {
+        r[0] = 0.0;
+        b[0] = 0.0;
+        m = 1u;
+    }
+    let inf = bitcast<f32>(0x7f800000u);
+    for (var n = m; n < h; n++) {
+        r[n] = r[n - 1u] * 2.0;
+        b[n] = inf;
+    }
+    r[0] = max(r[0], 1.17549435e-38);
+    for (var n = 1u; n < h; n++) {
+        r[n] = min(max(r[n], next_up(r[n - 1u])), 3.40282347e38);
+    }
+    let lb = params.level_base + g * 2u * h;
+    let tb = params.threshold_base + g * 2u * h;
+    for (var n = 0u; n < h; n++) {
+        levels[lb + h - 1u - n] = -r[n];
+        levels[lb + h + n] = r[n];
+    }
+    // Negative x with |x| = b_n must land in cluster n too: its threshold is just above −b_n.
+    for (var n = 1u; n < h; n++) {
+        thresholds[tb + h - 1u - n] = select(next_up(-b[n]), -inf, b[n] == inf);
+        thresholds[tb + h - 1u + n] = b[n];
+    }
+    thresholds[tb + h - 1u] = 0.0;
+    thresholds[tb + 2u * h - 1u] = inf;
+    let total = prefix[pb + params.bins].count;
+    info[params.info_base + g] =
+        WeqInfo(s * width * width / f32(max(total, 1u)), state[sb + h + 1u], clusters, 0u);
 }

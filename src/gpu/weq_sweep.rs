@@ -1,11 +1,12 @@
 //! Launcher for `shaders/weq_sweep.wgsl`: WEQ cluster-boundary sweeps, one workgroup per
-//! group, over the prefix sums of `weq_histogram`, writing each group's signed levels,
+//! group, over the prefix sums of `weq_histogram`, in passes of a bounded number of sweeps
+//! (llvmpipe caps an invocation's loop iterations), then each group's signed levels,
 //! thresholds and info. CPU twin: `src/cpu/weq_sweep.rs`.
 
 use std::ops::Range;
 
 use super::context::Context;
-use super::dispatch::{COMMON_WGSL, Shader};
+use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE};
 use super::segments::AFFINE_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use super::tiles::window_for;
@@ -47,9 +48,12 @@ pub struct WeqSweepParams {
     pub threshold_base: u32,
     /// Index of group 0 in the bound info.
     pub info_base: u32,
-    /// Cap on sweeps.
+    /// Cap on sweeps in all.
     pub max_sweeps: u32,
-    pub _pad: [u32; 2],
+    /// Cap on sweeps in this dispatch.
+    pub sweeps_per_pass: u32,
+    /// 1 on the first pass (start from equal populations).
+    pub first_pass: u32,
 }
 const _: () = assert!(std::mem::size_of::<WeqSweepParams>() == 48);
 
@@ -117,9 +121,28 @@ pub fn encode(
         threshold_base: thresholds_w.base,
         info_base: info_w.base,
         max_sweeps,
-        _pad: [0; 2],
+        sweeps_per_pass: sweeps_per_pass(bins, bits),
+        first_pass: 1,
     };
-    let uniform = ctx.uniform("weq_sweep params", &params);
+    let clusters = 1u64 << (bits - 1);
+    let state = GpuTensor::zeros(ctx, &[(groups * (clusters + 3)) as usize], ElemType::U32)?;
+    let state_w = window_for(ctx, state.offset(), &(0..groups * (clusters + 3)), 4)?;
+    let sweep = ctx.pipeline(&SHADER, "sweep")?;
+    let passes = max_sweeps.div_ceil(params.sweeps_per_pass);
+    for pass in 0..passes {
+        let p = WeqSweepParams {
+            first_pass: u32::from(pass == 0),
+            ..params
+        };
+        let uniform = ctx.uniform("weq_sweep params", &p);
+        let bindings = [
+            (0, uniform.as_entire_binding()),
+            (2, prefix_w.bind(prefix.buffer())),
+            (6, state_w.bind(state.buffer())),
+        ];
+        ctx.dispatch(encoder, &sweep, &bindings, groups as u32)?;
+    }
+    let uniform = ctx.uniform("weq_sweep finish params", &params);
     let bindings = [
         (0, uniform.as_entire_binding()),
         (1, ranges_w.bind(ranges.buffer())),
@@ -127,9 +150,25 @@ pub fn encode(
         (3, levels_w.bind(out.levels.buffer())),
         (4, thresholds_w.bind(out.thresholds.buffer())),
         (5, info_w.bind(out.info.buffer())),
+        (6, state_w.bind(state.buffer())),
     ];
-    let pipeline = ctx.pipeline(&SHADER, "sweep")?;
-    ctx.dispatch(encoder, &pipeline, &bindings, groups as u32)
+    let finish = ctx.pipeline(&SHADER, "finish")?;
+    ctx.dispatch(encoder, &finish, &bindings, (groups as u32).div_ceil(WORKGROUP_SIZE))
+}
+
+/// Loop iterations one invocation may run: llvmpipe ends every loop of an invocation past
+/// 65,535 in all (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS); the rest is margin.
+const LOOP_BUDGET: u32 = 60_000;
+
+/// Sweeps per dispatch so that one invocation's loops stay within [`LOOP_BUDGET`]: a sweep
+/// costs each thread its share of every boundary's candidates (2·bins + H in all), one
+/// iteration per boundary and the eight steps of each reduction.
+pub fn sweeps_per_pass(bins: u32, bits: u32) -> u32 {
+    let h = 1u32 << (bits - 1);
+    let per_sweep = (2 * bins + h) / WORKGROUP_SIZE + 1 + h + 9 * (h - 1) + 2;
+    // The first pass also runs H + 1 binary searches of log2(bins) + 1 steps.
+    let init = 32 * (h / WORKGROUP_SIZE + 1);
+    ((LOOP_BUDGET - init) / per_sweep).max(1)
 }
 
 /// [`encode`] for every group of `ranges`, submitted and waited for: levels, thresholds and
