@@ -158,6 +158,76 @@ fn sweep(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
+// The same sweeps for small groups, one thread per group and no barriers (a workgroup per
+// group would spend its time in barriers): candidates in ascending order, a strict gain to
+// move, ties to the lower bin, exactly as the workgroup form decides.
+@compute @workgroup_size(256)
+fn sweep_narrow(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let g = flat_workgroup(wid, nwg) * WORKGROUP_SIZE + lid;
+    if (g >= params.groups) { return; }
+    let h = params.clusters;
+    let pb = params.prefix_base + g * (params.bins + 1u);
+    let sb = g * (h + 3u);
+    let ln2n = ln_2n(pb);
+    var bn: array<u32, 129>;
+    var sweeps = 0u;
+    if (params.first_pass != 0u) {
+        let total = prefix[pb + params.bins].count;
+        for (var j = 0u; j < h; j++) {
+            bn[j] = lower_bound(pb, (total / h) * j + ((total % h) * j + h - 1u) / h);
+        }
+        bn[h] = params.bins;
+    } else {
+        if (state[sb + h + 2u] != 0u) { return; }
+        for (var j = 0u; j <= h; j++) { bn[j] = state[sb + j]; }
+        sweeps = state[sb + h + 1u];
+    }
+    var converged = 0u;
+    for (var pass_sweep = 0u; pass_sweep < params.sweeps_per_pass; pass_sweep++) {
+        if (sweeps >= params.max_sweeps) { break; }
+        var moved = false;
+        for (var j = 1u; j < h; j++) {
+            let a = bn[j - 1u];
+            let c = bn[j + 1u];
+            var bv = -1.0;
+            var bk = 0u;
+            var cv = 0.0;
+            for (var k = a; k <= c; k++) {
+                let v = term(pb, a, k, ln2n) + term(pb, k, c, ln2n);
+                if (v > bv) { bv = v; bk = k; }
+                if (k == bn[j]) { cv = v; }
+            }
+            if (bv > cv) {
+                bn[j] = bk;
+                moved = true;
+            }
+        }
+        sweeps++;
+        if (!moved) {
+            converged = 1u;
+            break;
+        }
+    }
+    for (var j = 0u; j <= h; j++) { state[sb + j] = bn[j]; }
+    state[sb + h + 1u] = sweeps;
+    state[sb + h + 2u] = select(converged, 1u, sweeps >= params.max_sweeps);
+}
+
+// The first non-empty bin of [lo, hi) (which holds elements): the cluster's boundary is the
+// lower edge of the bin of its smallest magnitude, like the exact algorithm's b_n.
+fn first_filled(pb: u32, lo: u32, hi: u32) -> u32 {
+    let base = prefix[pb + lo].count;
+    var a = lo;
+    var b = hi;
+    while (a < b) {
+        let mid = (a + b) / 2u;
+        if (prefix[pb + mid + 1u].count == base) { a = mid + 1u; } else { b = mid; }
+    }
+    return a;
+}
+
 // The smallest f32 above x (x finite, not −0).
 fn next_up(x: f32) -> f32 {
     if (x == 0.0) { return 1.17549435e-38; }
@@ -191,7 +261,7 @@ fn finish(@builtin(workgroup_id) wid: vec3<u32>,
         if (count == 0u) { continue; }
         let e = prefix[pb + hi].energy - prefix[pb + lo].energy;
         r[m] = sqrt(max(e, 0.0) / f32(count)) * width;
-        b[m] = f32(lo) * width;
+        b[m] = f32(first_filled(pb, lo, hi)) * width;
         s += term(pb, lo, hi, ln2n);
         m++;
     }

@@ -11,6 +11,7 @@ use wgquant::checkpoint::synthetic::{self, SyntheticSpec};
 use wgquant::checkpoint::{self, Checkpoint, QuantizeOptions};
 use wgquant::format::Granularity;
 use wgquant::quant::uniform::{Calibration, UniformConfig};
+use wgquant::quant::weq::WeqConfig;
 use wgquant::quant::{Backend, Method};
 
 use super::{CliError, DeviceChoice, open_device};
@@ -49,6 +50,14 @@ fn schemes() -> Result<Vec<Method>, CliError> {
         m(3, Asymmetric, Granularity::Group(32), MinMax)?,
         m(2, Symmetric, Granularity::Channel, Mse)?,
         m(2, Asymmetric, Granularity::Group(32), Mse)?,
+        Method::Weq(WeqConfig {
+            bits: 4,
+            granularity: Granularity::Channel,
+        }),
+        Method::Weq(WeqConfig {
+            bits: 3,
+            granularity: Granularity::Tensor,
+        }),
     ])
 }
 

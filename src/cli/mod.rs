@@ -11,6 +11,7 @@ use wgquant::checkpoint::{self, QuantizeOptions};
 use wgquant::format::Granularity;
 use wgquant::gpu::{self, Context};
 use wgquant::quant::uniform::{Calibration, UniformConfig};
+use wgquant::quant::weq::WeqConfig;
 use wgquant::quant::{Backend, Method};
 
 /// Quantize neural-network checkpoints with WebGPU compute shaders (any Vulkan, Metal, DX12
@@ -65,9 +66,10 @@ struct QuantizeArgs {
     /// Output file (written atomically).
     #[arg(short, long)]
     output: PathBuf,
-    /// intN with N in 1..=8: int8, int4, int3, int2, …
+    /// intN (uniform affine, N in 1..=8: int8, int4, …) or weqN (weighted-entropy codebook,
+    /// N in 1..=8: weq4, weq3, …).
     #[arg(long, default_value = "int8", value_parser = parse_scheme)]
-    scheme: u32,
+    scheme: SchemeArg,
     /// Range placement.
     #[arg(long, value_enum, default_value_t = ModeArg::Symmetric)]
     mode: ModeArg,
@@ -109,17 +111,35 @@ struct InspectArgs {
     json: bool,
 }
 
-fn parse_scheme(s: &str) -> Result<u32, String> {
-    let bits = s
-        .strip_prefix("int")
-        .ok_or_else(|| format!("'{s}' is not intN (int8, int4, int3, int2)"))?;
-    let bits: u32 = bits.parse().map_err(|_| format!("'{s}' is not intN"))?;
+/// A `--scheme` value: the method family and its bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemeArg {
+    /// `intN`: uniform affine.
+    Int(u32),
+    /// `weqN`: weighted-entropy quantization.
+    Weq(u32),
+}
+
+/// Parses `intN` or `weqN`, N in 1..=8.
+pub fn parse_scheme(s: &str) -> Result<SchemeArg, String> {
+    let (family, bits): (fn(u32) -> SchemeArg, &str) = if let Some(b) = s.strip_prefix("int") {
+        (SchemeArg::Int, b)
+    } else if let Some(b) = s.strip_prefix("weq") {
+        (SchemeArg::Weq, b)
+    } else {
+        return Err(format!(
+            "'{s}' is not intN or weqN (int8, int4, weq4, weq3, …)"
+        ));
+    };
+    let bits: u32 = bits
+        .parse()
+        .map_err(|_| format!("'{s}' is not intN or weqN"))?;
     if !(1..=8).contains(&bits) {
         return Err(format!(
             "bits {bits} out of range: packed codes take 1 to 8 bits"
         ));
     }
-    Ok(bits)
+    Ok(family(bits))
 }
 
 /// Errors the CLI prints: the library's, or its own.
@@ -205,17 +225,32 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
         ModeArg::Restricted => AffineMode::SymmetricRestricted,
         ModeArg::Asymmetric => AffineMode::Asymmetric,
     };
-    let scheme = AffineScheme::new(a.scheme, mode)?;
-    let calibration = a.calib.unwrap_or(if scheme.is_symmetric() {
-        Calibration::AbsMax
-    } else {
-        Calibration::MinMax
-    });
-    let method = Method::Uniform(UniformConfig {
-        scheme,
-        granularity: a.granularity,
-        calibration,
-    });
+    let method = match a.scheme {
+        SchemeArg::Int(bits) => {
+            let scheme = AffineScheme::new(bits, mode)?;
+            let calibration = a.calib.unwrap_or(if scheme.is_symmetric() {
+                Calibration::AbsMax
+            } else {
+                Calibration::MinMax
+            });
+            Method::Uniform(UniformConfig {
+                scheme,
+                granularity: a.granularity,
+                calibration,
+            })
+        }
+        SchemeArg::Weq(bits) => {
+            if a.calib.is_some() || a.mode != ModeArg::Symmetric {
+                return Err(CliError::Other(
+                    "--calib and --mode apply to intN schemes; weqN chooses its own levels".into(),
+                ));
+            }
+            Method::Weq(WeqConfig {
+                bits,
+                granularity: a.granularity,
+            })
+        }
+    };
     let ctx = open_device(a.device)?;
     let backend = backend(&ctx);
     let opts = QuantizeOptions {

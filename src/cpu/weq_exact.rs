@@ -53,7 +53,8 @@ fn sorted_magnitudes(g: &[f32]) -> Sorted {
         let (c, e) = (s.count[s.count.len() - 1], s.energy[s.energy.len() - 1]);
         s.values.push(v);
         s.count.push(c + (j - i) as u64);
-        s.energy.push(e + (j - i) as f64 * f64::from(v) * f64::from(v));
+        s.energy
+            .push(e + (j - i) as f64 * f64::from(v) * f64::from(v));
         i = j;
     }
     s
@@ -73,7 +74,11 @@ impl Sorted {
 
 /// The best of two candidates (value, position): higher value, then lower position.
 fn better(x: (f64, usize), y: (f64, usize)) -> (f64, usize) {
-    if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) { y } else { x }
+    if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) {
+        y
+    } else {
+        x
+    }
 }
 
 fn exact_group(g: &[f32], h: usize, max_sweeps: u32) -> (Vec<f32>, Vec<f32>, ExactInfo) {
@@ -84,7 +89,13 @@ fn exact_group(g: &[f32], h: usize, max_sweeps: u32) -> (Vec<f32>, Vec<f32>, Exa
     let hu = h as u64;
     // Equal population: boundary j at the first position where the count reaches ceil(j·N/H).
     let mut bnd: Vec<usize> = (0..=hu)
-        .map(|j| if j == hu { d } else { s.count[..d].partition_point(|&c| c < (j * total).div_ceil(hu)) })
+        .map(|j| {
+            if j == hu {
+                d
+            } else {
+                s.count[..d].partition_point(|&c| c < (j * total).div_ceil(hu))
+            }
+        })
         .collect();
     let mut sweeps = 0;
     loop {
@@ -93,7 +104,11 @@ fn exact_group(g: &[f32], h: usize, max_sweeps: u32) -> (Vec<f32>, Vec<f32>, Exa
             let (a, c, cur) = (bnd[j - 1], bnd[j + 1], bnd[j]);
             let eval = |k: usize| (s.term(a, k, ln2n) + s.term(k, c, ln2n), k);
             let best = if c - a > PAR_CANDIDATES {
-                (a..c + 1).into_par_iter().with_min_len(PAR_CANDIDATES).map(eval).reduce(|| (-1.0, usize::MAX), better)
+                (a..c + 1)
+                    .into_par_iter()
+                    .with_min_len(PAR_CANDIDATES)
+                    .map(eval)
+                    .reduce(|| (-1.0, usize::MAX), better)
             } else {
                 (a..=c).map(eval).fold((-1.0, usize::MAX), better)
             };
@@ -143,7 +158,10 @@ pub fn weq_exact(
         ));
     }
     let h = 1usize << (bits - 1);
-    let per: Vec<_> = x.par_chunks(group_len).map(|g| exact_group(g, h, max_sweeps)).collect();
+    let per: Vec<_> = x
+        .par_chunks(group_len)
+        .map(|g| exact_group(g, h, max_sweeps))
+        .collect();
     let mut levels = Vec::with_capacity(per.len() * 2 * h);
     let mut thresholds = Vec::with_capacity(per.len() * 2 * h);
     let mut info = Vec::with_capacity(per.len());

@@ -85,7 +85,12 @@ fn term(p: &[Prefix], a: usize, b: usize, ln2n: f32) -> f32 {
 }
 
 /// Sweeps one group's prefix sums (`bins + 1` entries): its levels, thresholds and info.
-fn sweep_group(p: &[Prefix], h: usize, width: f32, max_sweeps: u32) -> (Vec<f32>, Vec<f32>, WeqInfo) {
+fn sweep_group(
+    p: &[Prefix],
+    h: usize,
+    width: f32,
+    max_sweeps: u32,
+) -> (Vec<f32>, Vec<f32>, WeqInfo) {
     let bins = p.len() - 1;
     let total = p[bins].count;
     let ln2n = (total.max(1) as f32).ln() + 0.693_147_2;
@@ -94,7 +99,11 @@ fn sweep_group(p: &[Prefix], h: usize, width: f32, max_sweeps: u32) -> (Vec<f32>
         .map(|j| {
             let j = j as u32;
             let target = (total / hu) * j + ((total % hu) * j + hu - 1) / hu;
-            if j == hu { bins } else { p[..bins].partition_point(|e| e.count < target) }
+            if j == hu {
+                bins
+            } else {
+                p[..bins].partition_point(|e| e.count < target)
+            }
         })
         .collect();
     let mut sweeps = 0;
@@ -131,7 +140,9 @@ fn sweep_group(p: &[Prefix], h: usize, width: f32, max_sweeps: u32) -> (Vec<f32>
         }
         let e = p[hi].energy - p[lo].energy;
         r.push((e.max(0.0) / count as f32).sqrt() * width);
-        b.push(lo as f32 * width);
+        // The lower edge of the cluster's first non-empty bin; mirrors `first_filled`.
+        let first = lo + p[lo + 1..=hi].partition_point(|e| e.count == p[lo].count);
+        b.push(first as f32 * width);
         s += term(p, lo, hi, ln2n);
     }
     let info = WeqInfo {
@@ -156,7 +167,11 @@ pub fn weq_sweep(
     if !(1..=8).contains(&bits) || prefix.len() != ranges.len() * (bins as usize + 1) {
         return Err(Error::param(
             "weq_sweep",
-            format!("{bits} bits, {} prefix entries for {} groups", prefix.len(), ranges.len()),
+            format!(
+                "{bits} bits, {} prefix entries for {} groups",
+                prefix.len(),
+                ranges.len()
+            ),
         ));
     }
     let h = 1usize << (bits - 1);

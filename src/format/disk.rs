@@ -162,7 +162,13 @@ pub fn to_parts(
         }
         Encoding::Codebook { levels, thresholds } => {
             let shape = vec![groups, 1 << qt.bits];
-            parts.push(part(name, LEVELS, Dtype::F32, shape.clone(), f32_bytes(levels)));
+            parts.push(part(
+                name,
+                LEVELS,
+                Dtype::F32,
+                shape.clone(),
+                f32_bytes(levels),
+            ));
             if let Some(t) = thresholds {
                 parts.push(part(name, THRESHOLDS, Dtype::F32, shape, f32_bytes(t)));
             }

@@ -63,13 +63,19 @@ const ELEMS_PER_THREAD: u32 = 4;
 /// Most bins per group: 2^16 keeps the per-tensor optimum of S within 0.1% of the exact one.
 pub const MAX_BINS: u32 = 1 << 16;
 
-/// Bins per group: twice the group length rounded up to a power of two (so most bins hold at
-/// most one distinct value), between 256 and [`MAX_BINS`], and no more than one storage
-/// binding holds.
+/// Bins per group: 16 times the group length rounded up to a power of two (heavy tails
+/// crowd most values into the lowest bins), between 256 and [`MAX_BINS`], and no more than
+/// one storage binding holds.
 pub fn bins_for(ctx: &Context, group_len: usize) -> u32 {
-    let wanted = (2 * group_len as u64).next_power_of_two().clamp(256, u64::from(MAX_BINS));
+    let wanted = (16 * group_len as u64)
+        .next_power_of_two()
+        .clamp(256, u64::from(MAX_BINS));
     let fit = ctx.work_limits().max_binding_bytes / (4 * BIN_WORDS as u64 + 8);
-    let fit = if fit == 0 { 1 } else { 1u64 << (63 - fit.leading_zeros()) };
+    let fit = if fit == 0 {
+        1
+    } else {
+        1u64 << (63 - fit.leading_zeros())
+    };
     wanted.min(fit).max(1) as u32
 }
 
@@ -77,8 +83,11 @@ pub fn bins_for(ctx: &Context, group_len: usize) -> u32 {
 /// `max_words` histogram words in all: the batch size of [`encode`].
 pub fn groups_per_batch(ctx: &Context, bins: u32, max_words: u64) -> u64 {
     let budget = ctx.work_limits().max_binding_bytes / 4 - 256;
-    let per_group = (u64::from(bins) + 1) * PREFIX_WORDS as u64;
-    (budget.min(max_words) / per_group).max(1)
+    let bins = u64::from(bins);
+    let per_group = (bins * BIN_WORDS as u64).max((bins + 1) * PREFIX_WORDS as u64);
+    // One workgroup per group in the scan and the sweeps: the grid bounds the batch too.
+    let grid = u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2);
+    (budget.min(max_words) / per_group).clamp(1, grid)
 }
 
 /// A zeroed histogram for `groups` groups of `bins` bins.
@@ -205,7 +214,17 @@ pub fn weq_histogram(
     let hist = hist_tensor(ctx, groups, bins)?;
     let prefix = prefix_tensor(ctx, groups, bins)?;
     ctx.run("weq_histogram", |enc| {
-        encode(ctx, enc, input, group_len, ranges, 0..groups, bins, &hist, &prefix)
+        encode(
+            ctx,
+            enc,
+            input,
+            group_len,
+            ranges,
+            0..groups,
+            bins,
+            &hist,
+            &prefix,
+        )
     })?;
     Ok((hist.download(ctx)?, prefix.download(ctx)?))
 }

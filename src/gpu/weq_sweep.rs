@@ -105,11 +105,21 @@ pub fn encode(
         ));
     }
     let ranges_w = window_for(ctx, ranges.offset(), &batch, 16)?;
-    let prefix_w = window_for(ctx, prefix.offset(), &(0..groups * (u64::from(bins) + 1)), 8)?;
+    let prefix_w = window_for(
+        ctx,
+        prefix.offset(),
+        &(0..groups * (u64::from(bins) + 1)),
+        8,
+    )?;
     let table = batch.start * per..batch.end * per;
     let levels_w = window_for(ctx, out.levels.offset(), &table, 4)?;
     let thresholds_w = window_for(ctx, out.thresholds.offset(), &table, 4)?;
-    let info_w = window_for(ctx, out.info.offset(), &batch, std::mem::size_of::<WeqInfo>() as u64)?;
+    let info_w = window_for(
+        ctx,
+        out.info.offset(),
+        &batch,
+        std::mem::size_of::<WeqInfo>() as u64,
+    )?;
     let params = WeqSweepParams {
         bins,
         log2_bins: bins.trailing_zeros(),
@@ -124,10 +134,30 @@ pub fn encode(
         sweeps_per_pass: sweeps_per_pass(bins, bits),
         first_pass: 1,
     };
+    // Small groups: one thread per group; large ones: a workgroup per group.
+    let narrow = bins <= NARROW_MAX_BINS;
+    let (entry, workgroups, per_pass) = if narrow {
+        // A thread's candidates number 2·bins + H per sweep, but loops run as long as any of
+        // the 8 groups sharing a SIMD vector needs them, so count 8 groups' worth.
+        let h = 1u32 << (bits - 1);
+        let per_sweep = 8 * (2 * bins + 2 * h) + 2;
+        let per_pass = ((LOOP_BUDGET - 64 * h) / per_sweep).max(1);
+        (
+            "sweep_narrow",
+            (groups as u32).div_ceil(WORKGROUP_SIZE),
+            per_pass,
+        )
+    } else {
+        ("sweep", groups as u32, params.sweeps_per_pass)
+    };
+    let params = WeqSweepParams {
+        sweeps_per_pass: per_pass,
+        ..params
+    };
     let clusters = 1u64 << (bits - 1);
     let state = GpuTensor::zeros(ctx, &[(groups * (clusters + 3)) as usize], ElemType::U32)?;
     let state_w = window_for(ctx, state.offset(), &(0..groups * (clusters + 3)), 4)?;
-    let sweep = ctx.pipeline(&SHADER, "sweep")?;
+    let sweep = ctx.pipeline(&SHADER, entry)?;
     let passes = max_sweeps.div_ceil(params.sweeps_per_pass);
     for pass in 0..passes {
         let p = WeqSweepParams {
@@ -140,7 +170,7 @@ pub fn encode(
             (2, prefix_w.bind(prefix.buffer())),
             (6, state_w.bind(state.buffer())),
         ];
-        ctx.dispatch(encoder, &sweep, &bindings, groups as u32)?;
+        ctx.dispatch(encoder, &sweep, &bindings, workgroups)?;
     }
     let uniform = ctx.uniform("weq_sweep finish params", &params);
     let bindings = [
@@ -153,19 +183,28 @@ pub fn encode(
         (6, state_w.bind(state.buffer())),
     ];
     let finish = ctx.pipeline(&SHADER, "finish")?;
-    ctx.dispatch(encoder, &finish, &bindings, (groups as u32).div_ceil(WORKGROUP_SIZE))
+    ctx.dispatch(
+        encoder,
+        &finish,
+        &bindings,
+        (groups as u32).div_ceil(WORKGROUP_SIZE),
+    )
 }
 
+/// Groups of at most this many bins are swept one thread per group.
+pub const NARROW_MAX_BINS: u32 = 1024;
+
 /// Loop iterations one invocation may run: llvmpipe ends every loop of an invocation past
-/// 65,535 in all (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS); the rest is margin.
-const LOOP_BUDGET: u32 = 60_000;
+/// 65,535 in all (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS), silently; the rest is margin for
+/// iterations the estimates below do not see.
+const LOOP_BUDGET: u32 = 40_000;
 
 /// Sweeps per dispatch so that one invocation's loops stay within [`LOOP_BUDGET`]: a sweep
 /// costs each thread its share of every boundary's candidates (2·bins + H in all), one
 /// iteration per boundary and the eight steps of each reduction.
 pub fn sweeps_per_pass(bins: u32, bits: u32) -> u32 {
     let h = 1u32 << (bits - 1);
-    let per_sweep = (2 * bins + h) / WORKGROUP_SIZE + 1 + h + 9 * (h - 1) + 2;
+    let per_sweep = (2 * bins + h) / WORKGROUP_SIZE + 1 + h + 10 * (h - 1) + 2;
     // The first pass also runs H + 1 binary searches of log2(bins) + 1 steps.
     let init = 32 * (h / WORKGROUP_SIZE + 1);
     ((LOOP_BUDGET - init) / per_sweep).max(1)
@@ -192,7 +231,21 @@ pub fn weq_sweep(
         info: &info,
     };
     ctx.run("weq_sweep", |enc| {
-        encode(ctx, enc, ranges, prefix, 0..groups, bins, bits, max_sweeps, &out)
+        encode(
+            ctx,
+            enc,
+            ranges,
+            prefix,
+            0..groups,
+            bins,
+            bits,
+            max_sweeps,
+            &out,
+        )
     })?;
-    Ok((levels.to_f32(ctx)?, thresholds.to_f32(ctx)?, info.download(ctx)?))
+    Ok((
+        levels.to_f32(ctx)?,
+        thresholds.to_f32(ctx)?,
+        info.download(ctx)?,
+    ))
 }

@@ -192,14 +192,8 @@ pub fn solve(
         Backend::Cpu => {
             let (levels, thresholds, info) =
                 cpu::weq_exact::weq_exact(data, group_len, cfg.bits, MAX_SWEEPS)?;
-            let codes = codebook::assign(
-                backend,
-                data,
-                shape,
-                cfg.granularity,
-                cfg.bits,
-                &thresholds,
-            )?;
+            let codes =
+                codebook::assign(backend, data, shape, cfg.granularity, cfg.bits, &thresholds)?;
             (
                 codes,
                 levels,
