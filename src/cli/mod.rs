@@ -2,6 +2,7 @@
 //! calls; nothing here computes.
 
 mod demo;
+mod study;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,8 @@ enum Command {
     Inspect(InspectArgs),
     /// Quantize a built-in synthetic transformer with every scheme on GPU and CPU.
     Demo(demo::DemoArgs),
+    /// Compare methods on synthetic tensors and checkpoint weights (`study weq`).
+    Study(study::StudyArgs),
     /// List the GPU adapters wgpu can see and the one wgquant would pick.
     Adapters,
 }
@@ -205,6 +208,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dequantize(a) => dequantize(a),
         Command::Inspect(a) => inspect(a),
         Command::Demo(a) => demo::run(a),
+        Command::Study(a) => study::run(a),
         Command::Adapters => adapters(),
     }
 }

@@ -232,3 +232,66 @@ pub fn quantize(
 ) -> Result<QuantizedTensor> {
     solve(backend, name, data, shape, cfg).map(|o| o.tensor)
 }
+
+/// Power-of-two log quantization (Miyashita et al. 2016), the study's baseline: per tensor,
+/// levels ±2^(e−i) for i = 0..2^(b−1) with e = round(log2 max|w|), each magnitude rounded to
+/// the nearest level in the log domain (boundaries at the geometric midpoints).
+pub fn pow2_log(
+    backend: &Backend<'_>,
+    name: &str,
+    data: &[f32],
+    shape: &[usize],
+    bits: u32,
+) -> Result<QuantizedTensor> {
+    check_finite(name, data)?;
+    let cfg = WeqConfig {
+        bits,
+        granularity: Granularity::Tensor,
+    };
+    cfg.group_len(shape)?;
+    let h = 1usize << (bits - 1);
+    let max = data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let top = if max > 0.0 { max.log2().round() as i32 } else { 0 };
+    let r: Vec<f32> = (0..h)
+        .map(|i| 2f64.powi(top - (h - 1 - i) as i32) as f32)
+        .collect();
+    let b: Vec<f32> = (0..h)
+        .map(|n| if n == 0 { 0.0 } else { (f64::from(r[n - 1]) * f64::from(r[n])).sqrt() as f32 })
+        .collect();
+    let (levels, thresholds) = cpu::weq_sweep::assemble(&r, &b, h);
+    let codes = codebook::assign(backend, data, shape, Granularity::Tensor, bits, &thresholds)?;
+    let qt = QuantizedTensor {
+        shape: shape.to_vec(),
+        bits,
+        granularity: Granularity::Tensor,
+        codes,
+        encoding: Encoding::Codebook {
+            levels,
+            thresholds: Some(thresholds),
+        },
+        mask: None,
+    };
+    qt.validate()?;
+    Ok(qt)
+}
+
+/// The weighted entropy of any quantizer's partition, over its signed codes:
+/// S = −Σ_c (E_c/N)·ln(n_c/N), E_c the Σw² of the values given code c (importance w², as in
+/// WEQ; for a sign-symmetric WEQ partition this is ALGORITHMS.md §3's S when each magnitude
+/// cluster splits evenly by sign).
+pub fn code_entropy(qt: &QuantizedTensor, data: &[f32]) -> f64 {
+    let codes = crate::format::pack::unpack(&qt.codes, data.len(), qt.bits);
+    let mut count = vec![0u64; 1 << qt.bits];
+    let mut energy = vec![0f64; 1 << qt.bits];
+    for (&c, &v) in codes.iter().zip(data) {
+        count[c as usize] += 1;
+        energy[c as usize] += f64::from(v) * f64::from(v);
+    }
+    let n = data.len().max(1) as f64;
+    count
+        .iter()
+        .zip(&energy)
+        .filter(|(c, _)| **c > 0)
+        .map(|(&c, &e)| -(e / n) * (c as f64 / n).ln())
+        .sum()
+}
