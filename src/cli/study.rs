@@ -86,7 +86,12 @@ fn quantize_with(
 }
 
 /// S, and the error of one tensor under one method.
-fn measure(b: &Backend<'_>, method: &str, x: &[f32], bits: u32) -> Result<(f64, ErrorStats), CliError> {
+fn measure(
+    b: &Backend<'_>,
+    method: &str,
+    x: &[f32],
+    bits: u32,
+) -> Result<(f64, ErrorStats), CliError> {
     let qt = quantize_with(b, method, x, bits)?;
     let xhat = quant::dequantize(b, &qt)?;
     Ok((weq::code_entropy(&qt, x), ErrorStats::measure(x, &xhat)))
@@ -104,8 +109,13 @@ pub fn run(args: StudyArgs) -> Result<(), CliError> {
     let StudyCommand::Weq(a) = args.what;
     let ctx = open_device(a.device)?;
     let b = backend(&ctx);
-    outln!("device: {}", wgquant::checkpoint::quantize::device_label(&b));
-    outln!("S: weighted entropy over the codes (importance w²); MSE and SQNR of the dequantized tensor; per-tensor codebooks and scales");
+    outln!(
+        "device: {}",
+        wgquant::checkpoint::quantize::device_label(&b)
+    );
+    outln!(
+        "S: weighted entropy over the codes (importance w²); MSE and SQNR of the dequantized tensor; per-tensor codebooks and scales"
+    );
     outln!(
         "{:<28} {:>4} {:<16} {:>12} {:>12} {:>9}",
         "tensor",
@@ -116,7 +126,9 @@ pub fn run(args: StudyArgs) -> Result<(), CliError> {
         "SQNR dB"
     );
     let mut r = rand::rngs::StdRng::seed_from_u64(2017);
-    let gauss: Vec<f32> = (0..a.numel).map(|_| StandardNormal.sample(&mut r)).collect();
+    let gauss: Vec<f32> = (0..a.numel)
+        .map(|_| StandardNormal.sample(&mut r))
+        .collect();
     let lap: Vec<f32> = (0..a.numel)
         .map(|_| {
             let (e1, e2): (f32, f32) = (Exp1.sample(&mut r), Exp1.sample(&mut r));
@@ -141,7 +153,10 @@ pub fn run(args: StudyArgs) -> Result<(), CliError> {
             .collect::<Result<_, wgquant::Error>>()?;
         let total: usize = weights.iter().map(|(_, v)| v.len()).sum();
         let label = format!("{} Linear weights", weights.len());
-        outln!("{}: {label}, {total} values, pooled (S averaged over tensors)", path.display());
+        outln!(
+            "{}: {label}, {total} values, pooled (S averaged over tensors)",
+            path.display()
+        );
         for &bits in &a.bits {
             let mut wins = 0;
             let mut sqnr_by_method = Vec::new();
@@ -155,7 +170,14 @@ pub fn run(args: StudyArgs) -> Result<(), CliError> {
                     per_tensor.push(e.sqnr_db().unwrap_or(f64::INFINITY));
                     err.add(&e);
                 }
-                row(&label, bits, m, s_sum / weights.len().max(1) as f64, &err, total as f64);
+                row(
+                    &label,
+                    bits,
+                    m,
+                    s_sum / weights.len().max(1) as f64,
+                    &err,
+                    total as f64,
+                );
                 sqnr_by_method.push(per_tensor);
             }
             for (w, u) in sqnr_by_method[0].iter().zip(&sqnr_by_method[1]) {

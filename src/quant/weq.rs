@@ -251,12 +251,22 @@ pub fn pow2_log(
     cfg.group_len(shape)?;
     let h = 1usize << (bits - 1);
     let max = data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let top = if max > 0.0 { max.log2().round() as i32 } else { 0 };
+    let top = if max > 0.0 {
+        max.log2().round() as i32
+    } else {
+        0
+    };
     let r: Vec<f32> = (0..h)
         .map(|i| 2f64.powi(top - (h - 1 - i) as i32) as f32)
         .collect();
     let b: Vec<f32> = (0..h)
-        .map(|n| if n == 0 { 0.0 } else { (f64::from(r[n - 1]) * f64::from(r[n])).sqrt() as f32 })
+        .map(|n| {
+            if n == 0 {
+                0.0
+            } else {
+                (f64::from(r[n - 1]) * f64::from(r[n])).sqrt() as f32
+            }
+        })
         .collect();
     let (levels, thresholds) = cpu::weq_sweep::assemble(&r, &b, h);
     let codes = codebook::assign(backend, data, shape, Granularity::Tensor, bits, &thresholds)?;
