@@ -232,6 +232,8 @@ fn every_cli_scheme_quantizes() {
         ("int8", vec!["--mode", "asymmetric", "--calib", "minmax"]),
         ("int3", vec!["--calib", "mse"]),
         ("int2", vec!["--calib", "percentile:99.5"]),
+        ("weq3", vec!["--granularity", "tensor"]),
+        ("weq4", vec![]),
     ] {
         let q = dir.path().join(format!("{scheme}.safetensors"));
         let mut args = vec![

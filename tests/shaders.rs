@@ -13,8 +13,9 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgquant::gpu::{Shader, all_shaders};
 
 /// Shared snippets: composed into kernels, never compiled alone.
-const SNIPPETS: [&str; 6] = [
+const SNIPPETS: [&str; 7] = [
     "common.wgsl",
+    "weq.wgsl",
     "affine.wgsl",
     "segments.wgsl",
     "tiles.wgsl",

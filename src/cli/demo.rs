@@ -44,6 +44,16 @@ fn schemes() -> Vec<MethodArgs> {
         m("int3", "asymmetric", "group:32", "minmax"),
         m("int2", "symmetric", "channel", "mse"),
         m("int2", "asymmetric", "group:32", "mse"),
+        MethodArgs {
+            scheme: Some("weq4".into()),
+            granularity: Some("channel".into()),
+            ..Default::default()
+        },
+        MethodArgs {
+            scheme: Some("weq3".into()),
+            granularity: Some("tensor".into()),
+            ..Default::default()
+        },
     ]
 }
 

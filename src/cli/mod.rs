@@ -3,6 +3,7 @@
 
 mod bench_checkpoint;
 mod demo;
+mod study;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,8 @@ enum Command {
     Inspect(InspectArgs),
     /// Quantize a built-in synthetic transformer with every scheme on GPU and CPU.
     Demo(demo::DemoArgs),
+    /// Compare methods on synthetic tensors and checkpoint weights (`study weq`).
+    Study(study::StudyArgs),
     /// List the GPU adapters wgpu can see and the one wgquant would pick.
     Adapters,
     /// Measurements at scale.
@@ -67,16 +70,16 @@ struct QuantizeArgs {
     /// NAME.safetensors.index.json when --max-shard-size splits it).
     #[arg(short, long)]
     output: PathBuf,
-    /// intN (N = 1..8: int8, int4, int3, int2, …), f16 or bf16; with --format gguf: q8_0,
-    /// q4_0, f16 or f32.
+    /// intN (uniform affine, N = 1..8: int8, int4, int3, int2, …), weqN (weighted-entropy
+    /// codebook), f16 or bf16; with --format gguf: q8_0, q4_0, f16 or f32.
     #[arg(long, default_value = "int8", value_parser = check_scheme)]
     scheme: String,
     /// safetensors (wgquant's self-describing layout) or gguf (llama.cpp blocks).
     #[arg(long, value_enum, default_value_t = Format::Safetensors)]
     format: Format,
-    /// symmetric, restricted (TFLite int8, [−127, 127]) or asymmetric.
-    #[arg(long, default_value = "symmetric")]
-    mode: String,
+    /// symmetric (default), restricted (TFLite int8, [−127, 127]) or asymmetric; intN only.
+    #[arg(long)]
+    mode: Option<String>,
     /// tensor, channel, or group:N (N consecutive elements of the last axis).
     #[arg(long, default_value = "channel", value_parser = check_granularity)]
     granularity: String,
@@ -241,6 +244,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dequantize(a) => dequantize(a),
         Command::Inspect(a) => inspect(a),
         Command::Demo(a) => demo::run(a),
+        Command::Study(a) => study::run(a),
         Command::Adapters => adapters(),
         Command::Bench(BenchCommand::Checkpoint(a)) => bench_checkpoint::run(a),
     }
@@ -262,7 +266,7 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
     }
     let defaults = MethodArgs {
         scheme: Some(a.scheme.clone()),
-        mode: Some(a.mode.clone()),
+        mode: a.mode.clone(),
         granularity: Some(a.granularity.clone()),
         calib: a.calib.clone(),
     };

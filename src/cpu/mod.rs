@@ -18,3 +18,6 @@ pub mod quantize_pack;
 pub mod relu;
 pub mod segments;
 pub mod softmax_xent;
+pub mod weq_exact;
+pub mod weq_histogram;
+pub mod weq_sweep;

@@ -123,7 +123,8 @@ pub enum PartLayout {
         /// Zero points are all 0 and not stored.
         symmetric: bool,
     },
-    /// Level tables.
+    /// Level tables. (Decision thresholds, which only re-quantization needs, are not
+    /// stored: decoding reads the levels alone.)
     Codebook,
 }
 
@@ -224,7 +225,7 @@ pub fn to_parts(
                 (CODES, _) => pack::words_to_bytes(&qt.codes),
                 (SCALE, Encoding::Affine { scale, .. }) => f32_bytes(scale),
                 (ZERO, Encoding::Affine { zero_point, .. }) => i32_bytes(zero_point),
-                (LEVELS, Encoding::Codebook { levels }) => f32_bytes(levels),
+                (LEVELS, Encoding::Codebook { levels, .. }) => f32_bytes(levels),
                 (MASK, _) => pack::words_to_bytes(qt.mask.as_deref().unwrap_or(&[])),
                 _ => Vec::new(),
             }
@@ -403,6 +404,7 @@ pub fn from_parts<'a>(
         }
         "codebook" => Encoding::Codebook {
             levels: floats(fetch(LEVELS, Dtype::F32)?),
+            thresholds: None,
         },
         other => return Err(bad(format!("unknown encoding '{other}'"))),
     };

@@ -23,6 +23,8 @@ pub mod segments;
 pub mod softmax_xent;
 pub mod tensor;
 pub mod tiles;
+pub mod weq_histogram;
+pub mod weq_sweep;
 
 pub use context::{Context, WorkLimits, describe_adapter, list_adapters};
 pub use dispatch::{Shader, WORKGROUP_SIZE, Window};
@@ -46,5 +48,7 @@ pub fn all_shaders() -> Vec<Shader> {
         relu::SHADER,
         optimizer::SHADER,
         softmax_xent::SHADER,
+        weq_histogram::SHADER,
+        weq_sweep::SHADER,
     ]
 }

@@ -108,7 +108,10 @@ pub fn quantize_nearest(
         bits,
         granularity,
         codes,
-        encoding: Encoding::Codebook { levels },
+        encoding: Encoding::Codebook {
+            levels,
+            thresholds: None,
+        },
         mask: None,
     };
     qt.validate()?;
@@ -119,7 +122,7 @@ pub fn quantize_nearest(
 /// [`super::dequantize`]).
 pub fn dequantize(backend: &Backend<'_>, qt: &QuantizedTensor) -> Result<Vec<f32>> {
     qt.validate()?;
-    let Encoding::Codebook { levels } = &qt.encoding else {
+    let Encoding::Codebook { levels, .. } = &qt.encoding else {
         return Err(Error::param(
             "codebook::dequantize",
             "not a codebook tensor",

@@ -4,6 +4,7 @@
 pub mod codebook;
 pub mod spec;
 pub mod uniform;
+pub mod weq;
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -47,6 +48,8 @@ use crate::format::{Encoding, QuantizedTensor};
 pub enum Method {
     /// Uniform affine quantization.
     Uniform(uniform::UniformConfig),
+    /// Weighted-entropy quantization to a codebook.
+    Weq(weq::WeqConfig),
 }
 
 impl Method {
@@ -54,6 +57,7 @@ impl Method {
     pub fn name(&self) -> &'static str {
         match self {
             Method::Uniform(_) => "uniform",
+            Method::Weq(_) => "weq",
         }
     }
 
@@ -73,6 +77,7 @@ impl Method {
                     c.calibration.label()
                 )
             }
+            Method::Weq(c) => c.label(),
         }
     }
 
@@ -80,6 +85,7 @@ impl Method {
     pub fn detail(&self) -> Option<String> {
         match self {
             Method::Uniform(c) => Some(format!("calibration={}", c.calibration.label())),
+            Method::Weq(_) => Some("weighted entropy, importance w²; thresholds kept".into()),
         }
     }
 
@@ -93,6 +99,7 @@ impl Method {
     ) -> Result<QuantizedTensor> {
         match self {
             Method::Uniform(c) => uniform::quantize(backend, name, data, shape, c),
+            Method::Weq(c) => weq::quantize(backend, name, data, shape, c),
         }
     }
 
@@ -101,6 +108,7 @@ impl Method {
     pub fn row_separable(&self) -> bool {
         match self {
             Method::Uniform(c) => !matches!(c.granularity, crate::format::Granularity::Tensor),
+            Method::Weq(c) => !matches!(c.granularity, crate::format::Granularity::Tensor),
         }
     }
 
@@ -108,6 +116,7 @@ impl Method {
     pub fn bits(&self) -> u32 {
         match self {
             Method::Uniform(c) => c.scheme.bits,
+            Method::Weq(c) => c.bits,
         }
     }
 
@@ -127,6 +136,14 @@ impl Method {
                 PartLayout::Affine {
                     symmetric: c.scheme.is_symmetric(),
                 },
+                false,
+            ),
+            Method::Weq(c) => part_specs(
+                name,
+                shape,
+                c.bits,
+                c.granularity,
+                PartLayout::Codebook,
                 false,
             ),
         }
@@ -154,6 +171,17 @@ impl Method {
                 self.detail(),
                 specs,
             ),
+            Method::Weq(c) => record(
+                self.name(),
+                Some(PartLayout::Codebook),
+                None,
+                c.bits,
+                c.granularity,
+                shape,
+                dtype,
+                self.detail(),
+                specs,
+            ),
         }
     }
 
@@ -161,6 +189,7 @@ impl Method {
     pub fn check_shape(&self, shape: &[usize]) -> Result<()> {
         match self {
             Method::Uniform(c) => c.group_len(shape).map(|_| ()),
+            Method::Weq(c) => c.group_len(shape).map(|_| ()),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::format::Granularity;
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MethodArgs {
-    /// `intN` (N = 1..8), `f16`, `bf16`.
+    /// `intN` or `weqN` (N = 1..8), `f16`, `bf16`.
     pub scheme: Option<String>,
     /// `symmetric`, `restricted` or `asymmetric` (uniform schemes).
     pub mode: Option<String>,
@@ -123,7 +123,20 @@ pub fn resolve(args: &MethodArgs) -> Result<Choice, String> {
             calibration,
         })));
     }
+    if let Some(bits) = scheme_bits(scheme, "weq", 1..=8) {
+        let bits = bits?;
+        if args.calib.is_some() || args.mode.as_deref().is_some_and(|m| m != "symmetric") {
+            return Err(format!(
+                "'{scheme}': --calib and --mode apply to intN schemes; weqN chooses its own levels"
+            ));
+        }
+        let granularity: Granularity = args.granularity.as_deref().unwrap_or("channel").parse()?;
+        return Ok(Choice::Quantize(Method::Weq(super::weq::WeqConfig {
+            bits,
+            granularity,
+        })));
+    }
     Err(format!(
-        "unknown scheme '{scheme}' (intN with N = 1..8, f16, bf16)"
+        "unknown scheme '{scheme}' (intN or weqN with N = 1..8, f16, bf16)"
     ))
 }
