@@ -4,6 +4,7 @@
 
 pub mod affine_params;
 pub mod clip_search;
+pub mod copy;
 pub mod dequantize;
 pub mod fake_quant;
 pub mod histogram;

@@ -5,6 +5,7 @@
 pub mod affine_params;
 pub mod clip_search;
 pub mod context;
+pub mod copy;
 pub mod dequantize;
 pub mod dispatch;
 pub mod fake_quant;
@@ -29,5 +30,6 @@ pub fn all_shaders() -> Vec<Shader> {
         affine_params::SHADER,
         histogram::SHADER,
         clip_search::SHADER,
+        copy::SHADER,
     ]
 }
