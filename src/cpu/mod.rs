@@ -6,6 +6,7 @@ pub mod affine_params;
 pub mod clip_search;
 pub mod codebook_assign;
 pub mod codebook_dequantize;
+pub mod copy;
 pub mod dequantize;
 pub mod fake_quant;
 pub mod histogram;

@@ -7,6 +7,7 @@ pub mod clip_search;
 pub mod codebook_assign;
 pub mod codebook_dequantize;
 pub mod context;
+pub mod copy;
 pub mod dequantize;
 pub mod dispatch;
 pub mod elementwise;
@@ -50,5 +51,6 @@ pub fn all_shaders() -> Vec<Shader> {
         softmax_xent::SHADER,
         weq_histogram::SHADER,
         weq_sweep::SHADER,
+        copy::SHADER,
     ]
 }
