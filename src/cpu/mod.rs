@@ -7,6 +7,7 @@ pub mod clip_search;
 pub mod codebook_assign;
 pub mod codebook_dequantize;
 pub mod dequantize;
+pub mod discretize;
 pub mod fake_quant;
 pub mod histogram;
 pub mod minmax;

@@ -2,7 +2,9 @@
 //! its on-disk description.
 
 pub mod disk;
+pub mod huffman;
 pub mod pack;
 pub mod quantized;
+pub mod sparse;
 
 pub use quantized::{Encoding, Granularity, QuantizedTensor};

@@ -104,7 +104,8 @@ fn reduce_pass(
     target: &GpuTensor,
 ) -> Result<()> {
     let pipeline = ctx.pipeline(&SHADER, entry)?;
-    for chunk in plan.chunks(ctx, 1, RANGE_WORDS as u64) {
+    // Partial ranges are 4 words each: the input window must be sized by that.
+    for chunk in plan.chunks_of(ctx, *elem_size / 4, 1, RANGE_WORDS as u64) {
         let input_w = window_for(ctx, src.offset(), &chunk.elems, *elem_size)?;
         let out_w = window_for(ctx, target.offset(), &chunk.tiles, 16)?;
         let params = MinMaxParams {

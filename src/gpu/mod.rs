@@ -8,6 +8,7 @@ pub mod codebook_assign;
 pub mod codebook_dequantize;
 pub mod context;
 pub mod dequantize;
+pub mod discretize;
 pub mod dispatch;
 pub mod fake_quant;
 pub mod histogram;
@@ -33,5 +34,6 @@ pub fn all_shaders() -> Vec<Shader> {
         clip_search::SHADER,
         codebook_assign::SHADER,
         codebook_dequantize::SHADER,
+        discretize::SHADER,
     ]
 }

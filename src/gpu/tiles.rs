@@ -71,6 +71,18 @@ pub struct TileChunk {
 impl TilePlan {
     /// Tiles of at most `max_tile` elements over groups of `group_len`.
     pub fn new(numel: usize, group_len: usize, max_tile: u64) -> Result<Self> {
+        Self::with_lane_work(numel, group_len, max_tile, ELEMS_PER_LANE)
+    }
+
+    /// [`new`](Self::new) with about `elems_per_lane` elements per lane: kernels whose
+    /// reduction costs more than their loads (many barriers on a CPU-emulated device) want
+    /// fewer, busier lanes.
+    pub fn with_lane_work(
+        numel: usize,
+        group_len: usize,
+        max_tile: u64,
+        elems_per_lane: u64,
+    ) -> Result<Self> {
         if group_len == 0 || numel % group_len != 0 {
             return Err(Error::param(
                 "tiles",
@@ -86,7 +98,7 @@ impl TilePlan {
         let group_len = group_len as u64;
         let tile_len = group_len.min(max_tile.max(1));
         let lanes = tile_len
-            .div_ceil(ELEMS_PER_LANE)
+            .div_ceil(elems_per_lane.max(1))
             .next_power_of_two()
             .min(u64::from(WORKGROUP_SIZE)) as u32;
         Ok(Self {
@@ -123,10 +135,22 @@ impl TilePlan {
         words_per_group: u64,
         words_per_tile: u64,
     ) -> Vec<TileChunk> {
+        self.chunks_of(ctx, 1, words_per_group, words_per_tile)
+    }
+
+    /// [`chunks`](Self::chunks) over elements of `words_per_elem` 4-byte words (records such
+    /// as `GroupRange`s being reduced further).
+    pub fn chunks_of(
+        &self,
+        ctx: &Context,
+        words_per_elem: u64,
+        words_per_group: u64,
+        words_per_tile: u64,
+    ) -> Vec<TileChunk> {
         let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4)) / 4;
         let budget = ctx.work_limits().max_binding_bytes / 4 - align;
         // Whole groups of tiles per chunk when they fit, so a reduction pass sees each group once.
-        let tiles_by_elems = (budget / self.tile_len).max(1);
+        let tiles_by_elems = (budget / (self.tile_len * words_per_elem.max(1))).max(1);
         let tiles_by_groups = (budget / words_per_group.max(1)).max(1) * self.tiles_per_group;
         let tiles_by_out = (budget / words_per_tile.max(1)).max(1);
         let per_chunk = tiles_by_elems.min(tiles_by_groups).min(tiles_by_out).max(1);
