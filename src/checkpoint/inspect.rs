@@ -44,16 +44,18 @@ pub fn inspect_file(path: &Path) -> Result<Summary> {
     let quantized = load_quantized(&ckpt)?;
     let tensors = ckpt.tensors()?;
     let mut out = Vec::new();
+    let mut listed = std::collections::HashSet::new();
     for t in &tensors {
-        let owner = disk::split_part(&t.name).and_then(|(base, suffix)| {
-            quantized
-                .iter()
-                .find(|(n, _, _)| n == base)
-                .map(|q| (q, suffix))
-        });
-        if let Some(((name, rec, qt), suffix)) = owner {
-            // A quantized tensor is listed once, at its codes.
-            if suffix == disk::CODES {
+        let owner = disk::split_part(&t.name)
+            .and_then(|(base, _)| quantized.iter().find(|(n, _, _)| n == base));
+        if let Some((name, rec, qt)) = owner {
+            // A quantized tensor is listed once, at its first part, with all its parts' bytes.
+            if listed.insert(name.clone()) {
+                let bytes: u64 = tensors
+                    .iter()
+                    .filter(|p| disk::split_part(&p.name).is_some_and(|(b, _)| b == name))
+                    .map(|p| p.data.len() as u64)
+                    .sum();
                 let mode = rec
                     .mode
                     .map(|m| format!(" {m:?}").to_lowercase())
@@ -73,8 +75,8 @@ pub fn inspect_file(path: &Path) -> Result<Summary> {
                             .map(|d| format!(" {d}"))
                             .unwrap_or_default()
                     ),
-                    bits_per_weight: qt.bits_per_weight(),
-                    bytes: qt.storage_bytes() as u64,
+                    bits_per_weight: bytes as f64 * 8.0 / qt.numel().max(1) as f64,
+                    bytes,
                 });
             }
             continue;

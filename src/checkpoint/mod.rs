@@ -1,6 +1,7 @@
 //! Checkpoints: safetensors in and out, which tensors to quantize, reports. Knows about files
 //! and tensor names; knows nothing about WGSL.
 
+pub mod compression;
 pub mod dequantize;
 pub mod file;
 pub mod inspect;

@@ -113,10 +113,11 @@ pub fn quantize_file(
                     opts.method.name(),
                     t.dtype,
                     opts.method.detail(),
+                    opts.method.storage(),
                 )
                 .map_err(wrap)?;
                 let bytes_out: u64 = parts.iter().map(|p| p.data.len() as u64).sum();
-                quantized_bits.0 += qt.storage_bytes() as u64;
+                quantized_bits.0 += bytes_out;
                 quantized_bits.1 += qt.numel() as u64;
                 for p in parts {
                     outs.push((
@@ -133,7 +134,7 @@ pub fn quantize_file(
                     name: t.name.clone(),
                     shape: t.shape.clone(),
                     scheme: opts.method.label(),
-                    bits_per_weight: qt.bits_per_weight(),
+                    bits_per_weight: bytes_out as f64 * 8.0 / qt.numel().max(1) as f64,
                     sqnr_db: err.sqnr_db(),
                     rel_err: err.rel_err(),
                     bytes_in,
@@ -196,13 +197,7 @@ fn preflight(
         opts.method
             .check_shape(&t.shape)
             .map_err(|e| ckpt.tensor_error(&t.name, e.to_string()))?;
-        for suffix in [
-            disk::CODES,
-            disk::SCALE,
-            disk::ZERO,
-            disk::LEVELS,
-            disk::MASK,
-        ] {
+        for suffix in disk::PART_SUFFIXES {
             let part = format!("{}{suffix}", t.name);
             if names.contains(part.as_str()) {
                 return Err(ckpt.tensor_error(

@@ -2,6 +2,8 @@
 //! calls; nothing here computes.
 
 mod demo;
+mod study;
+mod study_discretize;
 
 use std::path::PathBuf;
 
@@ -10,6 +12,9 @@ use wgquant::affine::{AffineMode, AffineScheme};
 use wgquant::checkpoint::{self, QuantizeOptions};
 use wgquant::format::Granularity;
 use wgquant::gpu::{self, Context};
+use wgquant::quant::deep_compression::DcConfig;
+use wgquant::quant::discretize::{DiscretizeConfig, Partition};
+use wgquant::quant::kmeans::KmeansInit;
 use wgquant::quant::uniform::{Calibration, UniformConfig};
 use wgquant::quant::{Backend, Method};
 
@@ -34,6 +39,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// List the GPU adapters wgpu can see and the one wgquant would pick.
     Adapters,
+    /// Studies of the methods on synthetic data.
+    Study(study::StudyArgs),
 }
 
 /// Where to run.
@@ -65,27 +72,55 @@ struct QuantizeArgs {
     /// Output file (written atomically).
     #[arg(short, long)]
     output: PathBuf,
-    /// intN with N in 1..=8: int8, int4, int3, int2, …
+    /// intN (uniform, N = 1..8), linN / expN (linear / exponential discretization, N = 2..8)
+    /// or dc (Deep Compression: pruning, k-means, sparse Huffman storage).
     #[arg(long, default_value = "int8", value_parser = parse_scheme)]
-    scheme: u32,
+    scheme: SchemeArg,
     /// Range placement.
     #[arg(long, value_enum, default_value_t = ModeArg::Symmetric)]
     mode: ModeArg,
-    /// tensor, channel, or group:N (N consecutive elements of the last axis).
-    #[arg(long, default_value = "channel")]
-    granularity: Granularity,
+    /// tensor, channel, or group:N (N consecutive elements of the last axis); default channel
+    /// (dc clusters per tensor).
+    #[arg(long)]
+    granularity: Option<Granularity>,
     /// minmax, absmax, percentile:P or mse (default: absmax if symmetric, else minmax).
     #[arg(long)]
     calib: Option<Calibration>,
     /// Also quantize 1-D tensors (norms, biases).
     #[arg(long)]
     include_1d: bool,
+    /// dc: fraction of each tensor's weights pruned by magnitude.
+    #[arg(long, default_value_t = 0.5)]
+    sparsity: f32,
+    /// dc: bits per shared-weight code (2^B k-means centroids per tensor), 1..=8.
+    #[arg(long, default_value_t = 5)]
+    bits: u32,
+    /// dc: width of the relative index of the sparse storage, 1..=16.
+    #[arg(long, default_value_t = 5)]
+    index_bits: u32,
+    /// dc: k-means initialisation: linear, forgy or density.
+    #[arg(long, default_value = "linear")]
+    kmeans_init: KmeansInit,
+    /// dc: k-means iteration cap.
+    #[arg(long, default_value_t = wgquant::quant::kmeans::DEFAULT_MAX_ITER)]
+    kmeans_iters: u32,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Write a JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+}
+
+/// A `--scheme` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SchemeArg {
+    /// Uniform affine with N bits.
+    Int(u32),
+    /// Discretization with N bits.
+    Discretize(Partition, u32),
+    /// Deep Compression.
+    Dc,
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,17 +144,33 @@ struct InspectArgs {
     json: bool,
 }
 
-fn parse_scheme(s: &str) -> Result<u32, String> {
-    let bits = s
-        .strip_prefix("int")
-        .ok_or_else(|| format!("'{s}' is not intN (int8, int4, int3, int2)"))?;
-    let bits: u32 = bits.parse().map_err(|_| format!("'{s}' is not intN"))?;
-    if !(1..=8).contains(&bits) {
-        return Err(format!(
-            "bits {bits} out of range: packed codes take 1 to 8 bits"
-        ));
+fn parse_scheme(s: &str) -> Result<SchemeArg, String> {
+    if s == "dc" {
+        return Ok(SchemeArg::Dc);
     }
-    Ok(bits)
+    let (partition, digits) = if let Some(d) = s.strip_prefix("lin") {
+        (Some(Partition::Linear), d)
+    } else if let Some(d) = s.strip_prefix("exp") {
+        (Some(Partition::Exponential), d)
+    } else {
+        let d = s.strip_prefix("int").ok_or_else(|| {
+            format!("'{s}' is not intN (int8, int4, …), linN, expN (lin4, exp3, …) or dc")
+        })?;
+        (None, d)
+    };
+    let bits: u32 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not intN, linN, expN or dc"))?;
+    match partition {
+        None if !(1..=8).contains(&bits) => Err(format!(
+            "bits {bits} out of range: packed codes take 1 to 8 bits"
+        )),
+        None => Ok(SchemeArg::Int(bits)),
+        Some(_) if !(2..=8).contains(&bits) => Err(format!(
+            "bits {bits} out of range: discretization takes 2 to 8 bits (0 and ±levels)"
+        )),
+        Some(p) => Ok(SchemeArg::Discretize(p, bits)),
+    }
 }
 
 /// Errors the CLI prints: the library's, or its own.
@@ -151,7 +202,7 @@ pub fn open_device(choice: DeviceChoice) -> Result<Option<Context>, CliError> {
     }
 }
 
-fn backend(ctx: &Option<Context>) -> Backend<'_> {
+pub(crate) fn backend(ctx: &Option<Context>) -> Backend<'_> {
     match ctx {
         Some(c) => Backend::Gpu(c),
         None => Backend::Cpu,
@@ -186,6 +237,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(a) => inspect(a),
         Command::Demo(a) => demo::run(a),
         Command::Adapters => adapters(),
+        Command::Study(a) => study::run(a),
     }
 }
 
@@ -199,23 +251,52 @@ fn progress_bar() -> indicatif::ProgressBar {
     pb
 }
 
+/// The method a `quantize` command line asks for.
+fn method_of(a: &QuantizeArgs) -> Result<Method, CliError> {
+    let granularity = a.granularity.unwrap_or(Granularity::Channel);
+    Ok(match a.scheme {
+        SchemeArg::Int(bits) => {
+            let mode = match a.mode {
+                ModeArg::Symmetric => AffineMode::Symmetric,
+                ModeArg::Restricted => AffineMode::SymmetricRestricted,
+                ModeArg::Asymmetric => AffineMode::Asymmetric,
+            };
+            let scheme = AffineScheme::new(bits, mode)?;
+            let calibration = a.calib.unwrap_or(if scheme.is_symmetric() {
+                Calibration::AbsMax
+            } else {
+                Calibration::MinMax
+            });
+            Method::Uniform(UniformConfig {
+                scheme,
+                granularity,
+                calibration,
+            })
+        }
+        SchemeArg::Discretize(partition, bits) => {
+            Method::Discretize(DiscretizeConfig::new(partition, bits, granularity))
+        }
+        SchemeArg::Dc => {
+            if a.granularity.is_some_and(|g| g != Granularity::Tensor) {
+                return Err(CliError::Other(
+                    "dc clusters each tensor as a whole: use --granularity tensor or leave it out"
+                        .into(),
+                ));
+            }
+            let cfg = DcConfig {
+                index_bits: a.index_bits,
+                init: a.kmeans_init,
+                max_iter: a.kmeans_iters,
+                ..DcConfig::new(a.sparsity, a.bits)
+            };
+            cfg.validate()?;
+            Method::DeepCompression(cfg)
+        }
+    })
+}
+
 fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
-    let mode = match a.mode {
-        ModeArg::Symmetric => AffineMode::Symmetric,
-        ModeArg::Restricted => AffineMode::SymmetricRestricted,
-        ModeArg::Asymmetric => AffineMode::Asymmetric,
-    };
-    let scheme = AffineScheme::new(a.scheme, mode)?;
-    let calibration = a.calib.unwrap_or(if scheme.is_symmetric() {
-        Calibration::AbsMax
-    } else {
-        Calibration::MinMax
-    });
-    let method = Method::Uniform(UniformConfig {
-        scheme,
-        granularity: a.granularity,
-        calibration,
-    });
+    let method = method_of(&a)?;
     let ctx = open_device(a.device)?;
     let backend = backend(&ctx);
     let opts = QuantizeOptions {
@@ -226,6 +307,9 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
     let report = checkpoint::quantize_file(&backend, &a.input, &a.output, &opts, Some(&pb))?;
     pb.finish_and_clear();
     emit(&report.table());
+    if a.scheme == SchemeArg::Dc {
+        emit(&checkpoint::compression::compression_report(&a.output)?.table());
+    }
     if let Some(path) = a.report {
         let json =
             serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;

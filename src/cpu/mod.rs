@@ -10,6 +10,8 @@ pub mod dequantize;
 pub mod discretize;
 pub mod fake_quant;
 pub mod histogram;
+pub mod kmeans;
 pub mod minmax;
+pub mod prune;
 pub mod quantize_pack;
 pub mod segments;

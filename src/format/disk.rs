@@ -10,6 +10,13 @@
 //! | `NAME.wq_zero` | I32 | [groups] | affine zero points (asymmetric schemes only) |
 //! | `NAME.wq_levels` | F32 | [groups, 2^bits] | codebook levels |
 //! | `NAME.wq_mask` | U8 | [bytes] | keep-mask of pruned tensors, 1 bit per element |
+//! | `NAME.wq_sparse_codes` | U8 | [bytes] | sparse storage: Huffman-coded codes of the kept elements |
+//! | `NAME.wq_sparse_gaps` | U8 | [bytes] | sparse storage: Huffman-coded relative indices |
+//!
+//! A pruned codebook tensor may be stored sparse (its record then has `index_bits`): instead
+//! of codes and mask, the kept elements' codes and their relative indices (`format::sparse`),
+//! each Huffman-coded (`format::huffman`, serialized with its code-length table), beside the
+//! levels. Reading rebuilds the dense codes (0 where pruned) and the mask exactly.
 //!
 //! and described by the `__metadata__` entry `wgquant:NAME`, a JSON [`TensorRecord`] carrying
 //! its own `version`. The entry `wgquant` holds a [`FileRecord`] naming the tool and version.
@@ -19,8 +26,10 @@ use std::collections::BTreeMap;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
+use super::huffman::{self, HuffmanStream};
 use super::pack;
 use super::quantized::{Encoding, Granularity, QuantizedTensor};
+use super::sparse::{self, SparseStream};
 use crate::affine::{AffineMode, AffineScheme};
 use crate::error::{Error, Result};
 
@@ -41,6 +50,22 @@ pub const ZERO: &str = ".wq_zero";
 pub const LEVELS: &str = ".wq_levels";
 /// Mask part.
 pub const MASK: &str = ".wq_mask";
+/// Sparse storage: Huffman-coded codes of the kept elements.
+pub const SPARSE_CODES: &str = ".wq_sparse_codes";
+/// Sparse storage: Huffman-coded relative indices.
+pub const SPARSE_GAPS: &str = ".wq_sparse_gaps";
+
+/// How a quantized tensor's codes are laid out in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Packed codes for every element (and the mask, if any).
+    Dense,
+    /// Kept elements only, by relative index of `index_bits`, codes and gaps Huffman-coded.
+    SparseHuffman {
+        /// Width of the relative index.
+        index_bits: u32,
+    },
+}
 
 /// The whole-file record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,6 +114,9 @@ pub struct TensorRecord {
     pub detail: Option<String>,
     /// Effective bits per weight.
     pub bits_per_weight: f64,
+    /// Present for sparse storage: the width of the relative index.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub index_bits: Option<u32>,
 }
 
 /// A part tensor to write: name, dtype, shape, bytes.
@@ -121,6 +149,22 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The sparse entries of a pruned tensor (its mask and codes) and the Huffman coding of their
+/// codes (alphabet `2^bits`) and gaps (alphabet `2^index_bits`).
+pub fn sparse_streams(
+    qt: &QuantizedTensor,
+    index_bits: u32,
+) -> Result<(SparseStream, HuffmanStream, HuffmanStream)> {
+    let mask = qt
+        .mask
+        .as_ref()
+        .ok_or_else(|| Error::param("sparse storage", "the tensor has no keep-mask"))?;
+    let s = sparse::encode(mask, &qt.codes, qt.numel(), qt.bits, index_bits)?;
+    let codes = huffman::encode(&s.codes, 1 << qt.bits)?;
+    let gaps = huffman::encode(&s.gaps, 1 << index_bits)?;
+    Ok((s, codes, gaps))
+}
+
 /// The parts and record storing `qt` under `name`.
 pub fn to_parts(
     name: &str,
@@ -128,11 +172,30 @@ pub fn to_parts(
     method: &str,
     dtype: Dtype,
     detail: Option<String>,
+    storage: Storage,
 ) -> Result<(TensorRecord, Vec<Part>)> {
     qt.validate()?;
     let groups = qt.groups()?;
-    let codes = pack::words_to_bytes(&qt.codes);
-    let mut parts = vec![part(name, CODES, Dtype::U8, vec![codes.len()], codes)];
+    let mut parts = Vec::new();
+    match storage {
+        Storage::Dense => {
+            let codes = pack::words_to_bytes(&qt.codes);
+            parts.push(part(name, CODES, Dtype::U8, vec![codes.len()], codes));
+        }
+        Storage::SparseHuffman { index_bits } => {
+            if !matches!(qt.encoding, Encoding::Codebook { .. }) {
+                return Err(Error::param(
+                    "sparse storage",
+                    "only codebook tensors are stored sparse",
+                ));
+            }
+            let (_, codes, gaps) = sparse_streams(qt, index_bits)?;
+            for (suffix, stream) in [(SPARSE_CODES, codes), (SPARSE_GAPS, gaps)] {
+                let bytes = stream.to_bytes();
+                parts.push(part(name, suffix, Dtype::U8, vec![bytes.len()], bytes));
+            }
+        }
+    }
     let (encoding, mode) = match &qt.encoding {
         Encoding::Affine {
             scheme,
@@ -163,10 +226,11 @@ pub fn to_parts(
             ("codebook", None)
         }
     };
-    if let Some(mask) = &qt.mask {
+    if let (Some(mask), Storage::Dense) = (&qt.mask, storage) {
         let bytes = pack::words_to_bytes(mask);
         parts.push(part(name, MASK, Dtype::U8, vec![bytes.len()], bytes));
     }
+    let stored: usize = parts.iter().map(|p| p.data.len()).sum();
     let record = TensorRecord {
         version: FORMAT_VERSION,
         method: method.to_string(),
@@ -177,7 +241,11 @@ pub fn to_parts(
         shape: qt.shape.clone(),
         dtype: format!("{dtype:?}"),
         detail,
-        bits_per_weight: qt.bits_per_weight(),
+        bits_per_weight: stored as f64 * 8.0 / qt.numel().max(1) as f64,
+        index_bits: match storage {
+            Storage::Dense => None,
+            Storage::SparseHuffman { index_bits } => Some(index_bits),
+        },
     };
     Ok((record, parts))
 }
@@ -268,7 +336,47 @@ pub fn from_parts<'a>(
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
     };
-    let codes = words(fetch(CODES, Dtype::U8)?)?;
+    let numel: usize = rec.shape.iter().product();
+    let (codes, mask) = match rec.index_bits {
+        None => (
+            words(fetch(CODES, Dtype::U8)?)?,
+            match get(&format!("{name}{MASK}")) {
+                Some(p) => Some(words(p.data)?),
+                None => None,
+            },
+        ),
+        Some(index_bits) => {
+            if numel as u64 >= u64::from(u32::MAX) {
+                return Err(bad(format!("{numel} elements exceed 2^32 − 1")));
+            }
+            let stream = |suffix: &str, alphabet: u64| -> Result<Vec<u32>> {
+                let s = HuffmanStream::from_bytes(fetch(suffix, Dtype::U8)?)
+                    .map_err(|e| bad(format!("part '{name}{suffix}': {e}")))?;
+                if u64::from(s.alphabet) != alphabet {
+                    return Err(bad(format!(
+                        "part '{name}{suffix}' codes {} symbols, expected {alphabet}",
+                        s.alphabet
+                    )));
+                }
+                huffman::decode(&s).map_err(|e| bad(format!("part '{name}{suffix}': {e}")))
+            };
+            if !(1..=16).contains(&rec.bits) || !(1..=sparse::MAX_INDEX_BITS).contains(&index_bits)
+            {
+                return Err(bad(format!(
+                    "sparse record with {} code bits and {index_bits} index bits",
+                    rec.bits
+                )));
+            }
+            let s = SparseStream {
+                len: numel as u64,
+                index_bits,
+                gaps: stream(SPARSE_GAPS, 1 << index_bits)?,
+                codes: stream(SPARSE_CODES, 1 << rec.bits)?,
+            };
+            let (mask, codes) = sparse::decode(&s, rec.bits).map_err(|e| bad(e.to_string()))?;
+            (codes, Some(mask))
+        }
+    };
     let groups = rec
         .granularity
         .group_len(&rec.shape)
@@ -299,10 +407,6 @@ pub fn from_parts<'a>(
         },
         other => return Err(bad(format!("unknown encoding '{other}'"))),
     };
-    let mask = match get(&format!("{name}{MASK}")) {
-        Some(p) => Some(words(p.data)?),
-        None => None,
-    };
     let qt = QuantizedTensor {
         shape: rec.shape.clone(),
         bits: rec.bits,
@@ -316,7 +420,7 @@ pub fn from_parts<'a>(
 }
 
 /// The part suffixes.
-pub const PART_SUFFIXES: [&str; 5] = [CODES, SCALE, ZERO, LEVELS, MASK];
+pub const PART_SUFFIXES: [&str; 7] = [CODES, SCALE, ZERO, LEVELS, MASK, SPARSE_CODES, SPARSE_GAPS];
 
 /// Whether `tensor` is named like a part tensor of a quantized tensor.
 pub fn is_part_name(tensor: &str) -> bool {

@@ -84,7 +84,17 @@ pub struct SearchBuffers {
 impl SearchBuffers {
     /// Buffers for `groups` groups and `candidates` candidates, states at their start.
     pub fn new(ctx: &Context, groups: usize, candidates: u32) -> Result<Self> {
-        let states = vec![SearchState::INITIAL; groups];
+        Self::starting_from(ctx, groups, candidates, SearchState::INITIAL)
+    }
+
+    /// Buffers whose states all start as `start` (a first interval other than (0, 1)).
+    pub fn starting_from(
+        ctx: &Context,
+        groups: usize,
+        candidates: u32,
+        start: SearchState,
+    ) -> Result<Self> {
+        let states = vec![start; groups];
         Ok(Self {
             ranges: minmax::ranges_tensor(ctx, groups)?,
             states: GpuTensor::upload(
@@ -99,7 +109,7 @@ impl SearchBuffers {
 }
 
 /// Records the whole search over every group of `group_len` elements of `input` (f32) into
-/// `bufs`, whose states must hold [`SearchState::INITIAL`].
+/// `bufs`, whose states hold the first interval (normally [`SearchState::INITIAL`]).
 pub fn encode(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,

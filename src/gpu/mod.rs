@@ -12,7 +12,9 @@ pub mod discretize;
 pub mod dispatch;
 pub mod fake_quant;
 pub mod histogram;
+pub mod kmeans;
 pub mod minmax;
+pub mod prune;
 pub mod quantize_pack;
 pub mod segments;
 pub mod tensor;
@@ -35,5 +37,7 @@ pub fn all_shaders() -> Vec<Shader> {
         codebook_assign::SHADER,
         codebook_dequantize::SHADER,
         discretize::SHADER,
+        kmeans::SHADER,
+        prune::SHADER,
     ]
 }

@@ -2,6 +2,11 @@
 //! [`QuantizedTensor`](crate::format::QuantizedTensor) or fake-quantized values.
 
 pub mod codebook;
+pub mod deep_compression;
+pub mod discretize;
+pub mod discretize_study;
+pub mod kmeans;
+pub mod prune;
 pub mod uniform;
 
 use crate::error::{Error, Result};
@@ -39,6 +44,7 @@ pub fn check_finite(tensor: &str, data: &[f32]) -> Result<()> {
     }
 }
 
+use crate::format::disk::Storage;
 use crate::format::{Encoding, QuantizedTensor};
 
 /// A quantization method with its settings, as chosen per tensor.
@@ -46,6 +52,10 @@ use crate::format::{Encoding, QuantizedTensor};
 pub enum Method {
     /// Uniform affine quantization.
     Uniform(uniform::UniformConfig),
+    /// Correlation-maximising linear or exponential discretization (codebook).
+    Discretize(discretize::DiscretizeConfig),
+    /// Deep Compression: pruning, k-means weight sharing, sparse Huffman storage.
+    DeepCompression(deep_compression::DcConfig),
 }
 
 impl Method {
@@ -53,6 +63,8 @@ impl Method {
     pub fn name(&self) -> &'static str {
         match self {
             Method::Uniform(_) => "uniform",
+            Method::Discretize(_) => "discretize",
+            Method::DeepCompression(_) => "deep_compression",
         }
     }
 
@@ -72,6 +84,11 @@ impl Method {
                     c.calibration.label()
                 )
             }
+            Method::Discretize(c) => format!("{} {}", c.scheme(), c.granularity.label()),
+            Method::DeepCompression(c) => format!(
+                "dc sparsity {} {}-bit idx{}",
+                c.sparsity, c.bits, c.index_bits
+            ),
         }
     }
 
@@ -79,6 +96,19 @@ impl Method {
     pub fn detail(&self) -> Option<String> {
         match self {
             Method::Uniform(c) => Some(format!("calibration={}", c.calibration.label())),
+            Method::Discretize(c) => Some(format!(
+                "partition={} candidates={} rounds={}",
+                c.partition.short(),
+                c.candidates,
+                c.rounds
+            )),
+            Method::DeepCompression(c) => Some(format!(
+                "sparsity={} index_bits={} init={} max_iter={}",
+                c.sparsity,
+                c.index_bits,
+                c.init.label(),
+                c.max_iter
+            )),
         }
     }
 
@@ -92,6 +122,8 @@ impl Method {
     ) -> Result<QuantizedTensor> {
         match self {
             Method::Uniform(c) => uniform::quantize(backend, name, data, shape, c),
+            Method::Discretize(c) => discretize::quantize(backend, name, data, shape, c),
+            Method::DeepCompression(c) => deep_compression::quantize(backend, name, data, shape, c),
         }
     }
 
@@ -99,6 +131,24 @@ impl Method {
     pub fn check_shape(&self, shape: &[usize]) -> Result<()> {
         match self {
             Method::Uniform(c) => c.group_len(shape).map(|_| ()),
+            Method::Discretize(c) => c.group_len(shape).map(|_| ()),
+            Method::DeepCompression(c) => {
+                c.validate()?;
+                if shape.iter().product::<usize>() as u64 >= u64::from(u32::MAX) {
+                    return Err(Error::param("dc", "more than 2^32 − 1 elements"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// How the method's tensors are laid out on disk.
+    pub fn storage(&self) -> Storage {
+        match self {
+            Method::DeepCompression(c) => Storage::SparseHuffman {
+                index_bits: c.index_bits,
+            },
+            _ => Storage::Dense,
         }
     }
 }
