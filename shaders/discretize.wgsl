@@ -17,9 +17,9 @@ struct DiscretizeParams {
     num_groups: u32,      // disc_select: groups in the dispatch
     corr_base: u32,       // disc_select: first correlation of the dispatch's groups
     state_base: u32,      // index in the bound states of the group at `tiles.group_base`
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
+    cand_first: u32,      // disc_moments: the dispatch's first candidate
+    cand_count: u32,      // disc_moments: candidates in the dispatch
+    _pad: u32,
 }
 
 // Mirrors `SearchState` in src/cpu/discretize.rs (32 bytes).
@@ -165,8 +165,9 @@ fn reduce_tile(slot: TileSlot, lid: u32, acc: Moments) -> Moments {
     return total;
 }
 
-// Pass 1: one (tile, candidate) per tile slot; workgroup w·C + c holds candidate c of the
-// tiles of tile-workgroup w, so neighbouring workgroups read the same values. Record of
+// Pass 1: one (tile, candidate) per tile slot; workgroup w·n + i holds candidate
+// cand_first + i of the tiles of tile-workgroup w (n = cand_count), so neighbouring
+// workgroups read the same values. Record of
 // (group g, candidate c, tile k of the group) = (g·C + c)·T + k.
 @compute @workgroup_size(256)
 fn disc_moments(@builtin(workgroup_id) wid: vec3<u32>,
@@ -175,8 +176,8 @@ fn disc_moments(@builtin(workgroup_id) wid: vec3<u32>,
     let flat = flat_workgroup(wid, nwg);
     if (flat >= params.num_workgroups) { return; }
     let t = params.tiles;
-    let c = flat % params.candidates;
-    let slot = tile_slot(t, flat / params.candidates, lid);
+    let c = params.cand_first + flat % params.cand_count;
+    let slot = tile_slot(t, flat / params.cand_count, lid);
     var acc = zero_moments();
     if (slot.valid) {
         let g = tile_group(t, slot.tile);

@@ -51,7 +51,11 @@ pub struct DiscretizeParams {
     pub corr_base: u32,
     /// Index in the bound states of the group at `tiles.group_base` of the bound ranges.
     pub state_base: u32,
-    pub _pad: [u32; 3],
+    /// `disc_moments`: the dispatch's first candidate.
+    pub cand_first: u32,
+    /// `disc_moments`: candidates in the dispatch (a small grid may need several).
+    pub cand_count: u32,
+    pub _pad: u32,
 }
 const _: () = assert!(std::mem::size_of::<DiscretizeParams>() == 96);
 
@@ -62,6 +66,14 @@ const MAX_TILE: u64 = 256 * LANE_WORK;
 /// much as 70 ns per invocation, so a lane needs on the order of a hundred elements (each one
 /// a few ns) before the reduction's two barriers stop dominating.
 const LANE_WORK: u64 = 128;
+
+/// The largest tile for elements of `words` 4-byte words: [`MAX_TILE`], or less when one
+/// binding holds fewer elements.
+fn max_tile(ctx: &Context, words: u64) -> u64 {
+    let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4));
+    let fit = ctx.work_limits().max_binding_bytes.saturating_sub(align) / (4 * words);
+    MAX_TILE.min(fit).max(1)
+}
 
 /// Bytes of one `Moments` record.
 const RECORD_BYTES: u64 = 32;
@@ -120,7 +132,7 @@ pub fn encode(
 ) -> Result<()> {
     spec.validate()?;
     input.expect_dtype("discretize", ElemType::F32)?;
-    let plan = TilePlan::with_lane_work(input.numel(), group_len, MAX_TILE, LANE_WORK)?;
+    let plan = TilePlan::with_lane_work(input.numel(), group_len, max_tile(ctx, 1), LANE_WORK)?;
     let groups = plan.num_groups();
     let c = u64::from(spec.candidates);
     if bufs.ranges.byte_len() != groups * 16
@@ -193,27 +205,43 @@ fn moments_pass(
         let rec_lo = first / t * c * t + first % t;
         let rec_hi = (last / t * c + c - 1) * t + last % t + 1;
         let out_w = window_for(ctx, out.offset(), &(rec_lo..rec_hi), RECORD_BYTES)?;
-        let workgroups = u64::from(plan.workgroups(&chunk)) * c;
-        let workgroups = u32::try_from(workgroups).map_err(|_| {
-            Error::param("discretize", format!("{workgroups} workgroups in one pass"))
-        })?;
-        let params = DiscretizeParams {
-            tiles: plan.params(&chunk, &values_w, &ranges_w, 0),
-            num_workgroups: workgroups,
-            rec_first: rec_lo as u32,
-            rec_base: out_w.base,
-            state_base: states_w.base,
-            ..*base
-        };
-        let uniform = ctx.uniform("discretize params", &params);
-        let bindings = [
-            (0, uniform.as_entire_binding()),
-            (1, values_w.bind(input.buffer())),
-            (2, ranges_w.bind(bufs.ranges.buffer())),
-            (3, states_w.bind(bufs.states.buffer())),
-            (4, out_w.bind(out.buffer())),
-        ];
-        ctx.dispatch(encoder, &pipeline, &bindings, workgroups)?;
+        // Candidates per dispatch: all of them unless the grid cannot hold that many copies of
+        // the chunk's tile workgroups.
+        let tile_wgs = u64::from(plan.workgroups(&chunk));
+        let grid = u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2);
+        let per_dispatch = (grid / tile_wgs.max(1)).min(c);
+        if per_dispatch == 0 {
+            return Err(Error::param(
+                "discretize",
+                format!("{tile_wgs} workgroups of one candidate exceed the dispatch grid"),
+            ));
+        }
+        let mut first = 0;
+        while first < c {
+            let count = per_dispatch.min(c - first);
+            let workgroups = u32::try_from(tile_wgs * count)
+                .map_err(|_| Error::param("discretize", "more than 2^32 workgroups in one pass"))?;
+            let params = DiscretizeParams {
+                tiles: plan.params(&chunk, &values_w, &ranges_w, 0),
+                num_workgroups: workgroups,
+                rec_first: rec_lo as u32,
+                rec_base: out_w.base,
+                state_base: states_w.base,
+                cand_first: first as u32,
+                cand_count: count as u32,
+                ..*base
+            };
+            let uniform = ctx.uniform("discretize params", &params);
+            let bindings = [
+                (0, uniform.as_entire_binding()),
+                (1, values_w.bind(input.buffer())),
+                (2, ranges_w.bind(bufs.ranges.buffer())),
+                (3, states_w.bind(bufs.states.buffer())),
+                (4, out_w.bind(out.buffer())),
+            ];
+            ctx.dispatch(encoder, &pipeline, &bindings, workgroups)?;
+            first += count;
+        }
     }
     Ok(())
 }
@@ -231,8 +259,9 @@ fn reduce_records(
         return Ok(src.clone());
     }
     let pipeline = ctx.pipeline(&SHADER, "disc_reduce")?;
-    let mut plan =
-        TilePlan::with_lane_work((runs * per) as usize, per as usize, MAX_TILE, LANE_WORK)?;
+    let words = RECORD_BYTES / 4;
+    let tile = max_tile(ctx, words);
+    let mut plan = TilePlan::with_lane_work((runs * per) as usize, per as usize, tile, LANE_WORK)?;
     let mut source = src.clone();
     loop {
         let target = GpuTensor::zeros(
@@ -240,7 +269,6 @@ fn reduce_records(
             &[(plan.num_tiles() * RECORD_BYTES / 4) as usize],
             ElemType::U32,
         )?;
-        let words = RECORD_BYTES / 4;
         for chunk in plan.chunks_of(ctx, words, 1, words) {
             let input_w = window_for(ctx, source.offset(), &chunk.elems, RECORD_BYTES)?;
             let out_w = window_for(ctx, target.offset(), &chunk.tiles, RECORD_BYTES)?;
@@ -262,7 +290,7 @@ fn reduce_records(
         plan = TilePlan::with_lane_work(
             plan.num_tiles() as usize,
             plan.tiles_per_group as usize,
-            MAX_TILE,
+            tile,
             LANE_WORK,
         )?;
         source = target;

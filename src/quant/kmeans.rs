@@ -270,7 +270,8 @@ pub fn centroid_gradient(
             let out = GpuTensor::zeros(ctx, &[1 << bits], gpu::ElemType::F32)?;
             ctx.run("kmeans gradient", |enc| {
                 gpu::kmeans::encode_partials(ctx, enc, &g, &c, m.as_ref(), None, &scratch)?;
-                gpu::kmeans::encode_update(ctx, enc, &scratch, &out, true)
+                gpu::kmeans::encode_update(ctx, enc, &scratch)?;
+                gpu::kmeans::encode_finish(ctx, enc, &scratch, &out, None)
             })?;
             out.to_f32(ctx)
         }
