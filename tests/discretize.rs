@@ -411,3 +411,30 @@ fn bad_settings_are_errors() {
         .is_err()
     );
 }
+
+/// The CPU twin's table-driven sums equal its formula-driven reference bit for bit.
+#[test]
+fn cpu_moments_equal_reference() {
+    for (partition, bits) in [
+        (Partition::Linear, 2),
+        (Partition::Linear, 5),
+        (Partition::Exponential, 3),
+        (Partition::Exponential, 8),
+    ] {
+        let x = generate(
+            Dist::Outliers,
+            70_001,
+            seed_for(&format!("ref {partition:?} {bits}")),
+        );
+        let r = wgquant::cpu::minmax::group_ranges(&x, x.len()).unwrap()[0];
+        let k = (1 << (bits - 1)) - 1;
+        for x0 in [0.01f32, 0.2, 0.77] {
+            let l = Ladder::new(x0, k, partition);
+            assert_eq!(
+                twin::moments(&x, &r, &l),
+                twin::moments_reference(&x, &r, &l),
+                "{partition:?} b={bits} x0={x0}"
+            );
+        }
+    }
+}

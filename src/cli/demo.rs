@@ -10,6 +10,8 @@ use wgquant::checkpoint::report::ErrorStats;
 use wgquant::checkpoint::synthetic::{self, SyntheticSpec};
 use wgquant::checkpoint::{self, Checkpoint, QuantizeOptions};
 use wgquant::format::Granularity;
+use wgquant::quant::deep_compression::DcConfig;
+use wgquant::quant::discretize::{DiscretizeConfig, Partition};
 use wgquant::quant::uniform::{Calibration, UniformConfig};
 use wgquant::quant::{Backend, Method};
 
@@ -26,7 +28,8 @@ pub struct DemoArgs {
     device: DeviceChoice,
 }
 
-/// The schemes the demo runs: every bit width, mode, granularity and calibration.
+/// The schemes the demo runs: every bit width, mode, granularity and calibration of the
+/// uniform method, linear and exponential discretization, and Deep Compression.
 fn schemes() -> Result<Vec<Method>, CliError> {
     use AffineMode::*;
     use Calibration::*;
@@ -49,6 +52,23 @@ fn schemes() -> Result<Vec<Method>, CliError> {
         m(3, Asymmetric, Granularity::Group(32), MinMax)?,
         m(2, Symmetric, Granularity::Channel, Mse)?,
         m(2, Asymmetric, Granularity::Group(32), Mse)?,
+        Method::Discretize(DiscretizeConfig::new(
+            Partition::Linear,
+            4,
+            Granularity::Channel,
+        )),
+        Method::Discretize(DiscretizeConfig::new(
+            Partition::Exponential,
+            4,
+            Granularity::Channel,
+        )),
+        Method::Discretize(DiscretizeConfig::new(
+            Partition::Exponential,
+            3,
+            Granularity::Tensor,
+        )),
+        Method::DeepCompression(DcConfig::new(0.5, 5)),
+        Method::DeepCompression(DcConfig::new(0.9, 4)),
     ])
 }
 

@@ -285,30 +285,60 @@ pub fn discretized(x: f32, inv_m: f32, ladder: &Ladder) -> f32 {
 /// Elements per rayon task inside one large group.
 const TASK_ELEMS: usize = 1 << 14;
 
-/// The sums of one candidate over a group.
-pub fn moments(x: &[f32], r: &GroupRange, ladder: &Ladder) -> Moments {
-    let (m, mid) = range_terms(r);
-    let inv_m = if m > 0.0 { 1.0 / m } else { 0.0 };
-    let part = |p: &[f32]| {
-        p.iter().fold(Moments::default(), |acc, &v| {
-            let q = f64::from(discretized(v, inv_m, ladder));
-            let w = f64::from(v - mid);
-            Moments {
-                q: acc.q + q,
-                qq: acc.qq + q * q,
-                wq: acc.wq + w * q,
-                w: acc.w + w,
-                ww: acc.ww + w * w,
-            }
-        })
-    };
+/// Adds one element's terms to the sums.
+#[inline]
+fn accumulate(acc: Moments, q: f32, w: f32) -> Moments {
+    let (q, w) = (f64::from(q), f64::from(w));
+    Moments {
+        q: acc.q + q,
+        qq: acc.qq + q * q,
+        wq: acc.wq + w * q,
+        w: acc.w + w,
+        ww: acc.ww + w * w,
+    }
+}
+
+/// Sums over fixed chunks added in order (the same result on every run), in parallel for
+/// large groups.
+fn chunked(x: &[f32], part: impl Fn(&[f32]) -> Moments + Sync + Send) -> Moments {
     if x.len() >= 2 * TASK_ELEMS {
-        // Fixed chunks summed in order: the same result on every run.
-        let parts: Vec<Moments> = x.par_chunks(TASK_ELEMS).map(part).collect();
+        let parts: Vec<Moments> = x.par_chunks(TASK_ELEMS).map(&part).collect();
         parts.into_iter().fold(Moments::default(), Moments::add)
     } else {
         part(x)
     }
+}
+
+/// The sums of one candidate over a group. Levels come from a table of the ladder's own
+/// values (the same bits as [`Ladder::level`], without a power per element).
+pub fn moments(x: &[f32], r: &GroupRange, ladder: &Ladder) -> Moments {
+    let (m, mid) = range_terms(r);
+    let inv_m = if m > 0.0 { 1.0 / m } else { 0.0 };
+    let table: Vec<f32> = (0..=ladder.k.max(1)).map(|j| ladder.level(j)).collect();
+    chunked(x, |p| {
+        p.iter().fold(Moments::default(), |acc, &v| {
+            let q = table[ladder.magnitude_index(v.abs() * inv_m) as usize];
+            let q = if v < 0.0 {
+                -q
+            } else if v > 0.0 {
+                q
+            } else {
+                0.0
+            };
+            accumulate(acc, q, v - mid)
+        })
+    })
+}
+
+/// [`moments`] straight from the formulas: the plain reference.
+pub fn moments_reference(x: &[f32], r: &GroupRange, ladder: &Ladder) -> Moments {
+    let (m, mid) = range_terms(r);
+    let inv_m = if m > 0.0 { 1.0 / m } else { 0.0 };
+    chunked(x, |p| {
+        p.iter().fold(Moments::default(), |acc, &v| {
+            accumulate(acc, discretized(v, inv_m, ladder), v - mid)
+        })
+    })
 }
 
 /// Picks a round's best candidate (first maximum) and moves the state; mirrors `disc_select`.

@@ -5,12 +5,10 @@
 //! (windows of them in order when they exceed a binding); no float atomics. CPU twin:
 //! `src/cpu/kmeans.rs`.
 
-use super::codebook_assign;
 use super::context::Context;
 use super::dispatch::{self, COMMON_WGSL, Shader, WORKGROUP_SIZE};
 use super::segments::UNPACK_WGSL;
 use super::tensor::{ElemType, GpuTensor};
-use crate::affine::AffineSegment;
 use crate::error::{Error, Result};
 use crate::format::pack;
 
@@ -377,82 +375,4 @@ pub fn encode_finish(
         (10, totals_w.bind(scratch.totals.buffer())),
     ];
     ctx.dispatch(encoder, &pipeline, &bindings, 1)
-}
-
-/// Device state of a running k-means over one tensor.
-#[derive(Clone, Debug)]
-pub struct KmeansState {
-    /// Sorted centroids (k f32).
-    pub centroids: GpuTensor,
-    /// Their midpoints (k f32, the last +inf).
-    pub thresholds: GpuTensor,
-    /// Codes of the latest assignment.
-    pub codes: GpuTensor,
-    /// Codes of the one before.
-    pub old_codes: GpuTensor,
-    /// Scratch.
-    pub scratch: KmeansScratch,
-}
-
-impl KmeansState {
-    /// State for `n` elements starting from `centroids` (k sorted values) and their
-    /// `thresholds` (midpoints, the last +inf).
-    pub fn new(
-        ctx: &Context,
-        n: usize,
-        bits: u32,
-        centroids: &[f32],
-        thresholds: &[f32],
-    ) -> Result<Self> {
-        if centroids.len() != 1usize << bits || thresholds.len() != centroids.len() {
-            return Err(Error::shape(
-                "kmeans",
-                format!("{} initial centroids for {bits} bits", centroids.len()),
-            ));
-        }
-        let words = pack::packed_words(n, bits).max(1);
-        Ok(Self {
-            centroids: GpuTensor::from_f32(ctx, centroids, &[centroids.len()])?,
-            thresholds: GpuTensor::from_f32(ctx, thresholds, &[thresholds.len()])?,
-            codes: GpuTensor::zeros(ctx, &[words], ElemType::U32)?,
-            old_codes: GpuTensor::zeros(ctx, &[words], ElemType::U32)?,
-            scratch: KmeansScratch::new(ctx, n, bits)?,
-        })
-    }
-
-    /// Records one iteration: assignment (`codebook_assign` with the current thresholds),
-    /// per-cluster sums, new centroids and thresholds. Codes that changed are counted unless
-    /// `first`. Swaps `codes` and `old_codes` first, so `codes` holds the new assignment.
-    pub fn encode_iteration(
-        &mut self,
-        ctx: &Context,
-        encoder: &mut wgpu::CommandEncoder,
-        values: &GpuTensor,
-        mask: Option<&GpuTensor>,
-        first: bool,
-    ) -> Result<()> {
-        std::mem::swap(&mut self.codes, &mut self.old_codes);
-        let (n, bits) = (self.scratch.n, self.scratch.bits);
-        let seg = AffineSegment::codebook(n, n.max(1), bits);
-        let codes = self.codes.slice(0, &[pack::packed_words(n, bits)])?;
-        let old = self.old_codes.slice(0, &[pack::packed_words(n, bits)])?;
-        codebook_assign::encode(ctx, encoder, values, &codes, &self.thresholds, &[seg])?;
-        encode_partials(
-            ctx,
-            encoder,
-            values,
-            &codes,
-            mask,
-            (!first).then_some(&old),
-            &self.scratch,
-        )?;
-        encode_update(ctx, encoder, &self.scratch)?;
-        encode_finish(
-            ctx,
-            encoder,
-            &self.scratch,
-            &self.centroids,
-            Some(&self.thresholds),
-        )
-    }
 }

@@ -12,10 +12,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
+use crate::affine::AffineSegment;
 use crate::cpu;
 use crate::error::{Error, Result};
 use crate::format::pack;
-use crate::gpu::{self, GpuTensor};
+use crate::gpu::{self, Context, ElemType, GpuTensor};
 
 use super::{Backend, codebook};
 
@@ -194,7 +195,7 @@ pub fn cluster(
                 None => None,
             };
             let thresholds = codebook::midpoint_thresholds(&centroids, bits);
-            let mut state = gpu::kmeans::KmeansState::new(ctx, n, bits, &centroids, &thresholds)?;
+            let mut state = KmeansState::new(ctx, n, bits, &centroids, &thresholds)?;
             while iterations < cfg.max_iter {
                 let first = iterations == 0;
                 ctx.run("kmeans", |enc| {
@@ -279,5 +280,88 @@ pub fn centroid_gradient(
             let stats = cpu::kmeans::cluster_sums(grads, codes, bits, mask, None)?;
             Ok(stats.sums.iter().map(|&s| s as f32).collect())
         }
+    }
+}
+
+/// Device state of a running k-means over one tensor: the Lloyd loop's buffers, resident
+/// between iterations.
+#[derive(Clone, Debug)]
+pub struct KmeansState {
+    /// Sorted centroids (k f32).
+    pub centroids: GpuTensor,
+    /// Their midpoints (k f32, the last +inf).
+    pub thresholds: GpuTensor,
+    /// Codes of the latest assignment.
+    pub codes: GpuTensor,
+    /// Codes of the one before.
+    pub old_codes: GpuTensor,
+    /// Scratch.
+    pub scratch: gpu::kmeans::KmeansScratch,
+    n: usize,
+    bits: u32,
+}
+
+impl KmeansState {
+    /// State for `n` elements starting from `centroids` (k sorted values) and their
+    /// `thresholds` (midpoints, the last +inf).
+    pub fn new(
+        ctx: &Context,
+        n: usize,
+        bits: u32,
+        centroids: &[f32],
+        thresholds: &[f32],
+    ) -> Result<Self> {
+        if centroids.len() != 1usize << bits || thresholds.len() != centroids.len() {
+            return Err(Error::shape(
+                "kmeans",
+                format!("{} initial centroids for {bits} bits", centroids.len()),
+            ));
+        }
+        let words = pack::packed_words(n, bits).max(1);
+        Ok(Self {
+            centroids: GpuTensor::from_f32(ctx, centroids, &[centroids.len()])?,
+            thresholds: GpuTensor::from_f32(ctx, thresholds, &[thresholds.len()])?,
+            codes: GpuTensor::zeros(ctx, &[words], ElemType::U32)?,
+            old_codes: GpuTensor::zeros(ctx, &[words], ElemType::U32)?,
+            scratch: gpu::kmeans::KmeansScratch::new(ctx, n, bits)?,
+            n,
+            bits,
+        })
+    }
+
+    /// Records one iteration: assignment (`codebook_assign` with the current thresholds),
+    /// per-cluster sums, new centroids and thresholds. Codes that changed are counted unless
+    /// `first`. Swaps `codes` and `old_codes` first, so `codes` holds the new assignment.
+    pub fn encode_iteration(
+        &mut self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        values: &GpuTensor,
+        mask: Option<&GpuTensor>,
+        first: bool,
+    ) -> Result<()> {
+        std::mem::swap(&mut self.codes, &mut self.old_codes);
+        let (n, bits) = (self.n, self.bits);
+        let seg = AffineSegment::codebook(n, n.max(1), bits);
+        let codes = self.codes.slice(0, &[pack::packed_words(n, bits)])?;
+        let old = self.old_codes.slice(0, &[pack::packed_words(n, bits)])?;
+        gpu::codebook_assign::encode(ctx, encoder, values, &codes, &self.thresholds, &[seg])?;
+        gpu::kmeans::encode_partials(
+            ctx,
+            encoder,
+            values,
+            &codes,
+            mask,
+            (!first).then_some(&old),
+            &self.scratch,
+        )?;
+        gpu::kmeans::encode_update(ctx, encoder, &self.scratch)?;
+        gpu::kmeans::encode_finish(
+            ctx,
+            encoder,
+            &self.scratch,
+            &self.centroids,
+            Some(&self.thresholds),
+        )
     }
 }
