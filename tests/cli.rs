@@ -665,6 +665,10 @@ fn discretize_and_dc_bad_settings() {
         (vec!["--scheme", "dc", "--bits", "9"], "bits 9"),
         (vec!["--scheme", "dc", "--index-bits", "0"], "index bits 0"),
         (vec!["--scheme", "dc", "--kmeans-init", "random"], "random"),
+        (
+            vec!["--scheme", "int4", "--bits", "3"],
+            "apply to --scheme dc",
+        ),
     ] {
         let mut full = vec!["quantize", m, "-o", o, "--device", "cpu"];
         full.extend(args.iter());

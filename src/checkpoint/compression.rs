@@ -69,13 +69,13 @@ impl CompressionReport {
     /// and after Huffman coding (codes and indices together), and the three ratios.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<48} {:>10} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8}\n",
+            "{:<48} {:>10} {:>7} {:>8} {:>11} {:>13} {:>8} {:>8} {:>8}\n",
             "tensor",
             "weights",
             "kept%",
             "fillers",
-            "b/kept P+Q",
-            "P+Q+H",
+            "P+Q bits/nz",
+            "P+Q+H bits/nz",
             "prune",
             "+quant",
             "+huffman"
@@ -83,7 +83,7 @@ impl CompressionReport {
         let row = |name: &str, z: &StageSizes, r: &[f64; 3]| {
             let per_kept = |b: u64| b as f64 / z.kept.max(1) as f64;
             format!(
-                "{:<48} {:>10} {:>6.2}% {:>8} {:>10.2} {:>9.2} {:>7.1}x {:>7.1}x {:>7.1}x\n",
+                "{:<48} {:>10} {:>6.2}% {:>8} {:>11.2} {:>13.2} {:>7.1}x {:>7.1}x {:>7.1}x\n",
                 name,
                 z.numel,
                 100.0 * z.kept as f64 / z.numel.max(1) as f64,
@@ -99,9 +99,10 @@ impl CompressionReport {
             s += &row(&l.name, &l.sizes, &l.ratios);
         }
         s += &row("total", &self.total, &self.ratios);
-        s += "ratios are dense f32 bits over: pruning (kept f32 + relative index), + quantization \
-              (code + index per entry, f32 codebook), + Huffman (coded codes and indices with \
-              their tables, codebook) — as in Deep Compression, Table 1\n";
+        s += "bits/nz: stored bits per kept weight (codes, indices, fillers, codebook). Ratios: \
+              dense f32 bits over pruning (kept f32 + relative index), + quantization (code + \
+              index per entry, f32 codebook), + Huffman (coded codes and indices with their \
+              tables, codebook), as in Deep Compression, Table 1\n";
         s
     }
 }

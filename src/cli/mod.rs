@@ -89,21 +89,21 @@ struct QuantizeArgs {
     /// Also quantize 1-D tensors (norms, biases).
     #[arg(long)]
     include_1d: bool,
-    /// dc: fraction of each tensor's weights pruned by magnitude.
-    #[arg(long, default_value_t = 0.5)]
-    sparsity: f32,
-    /// dc: bits per shared-weight code (2^B k-means centroids per tensor), 1..=8.
-    #[arg(long, default_value_t = 5)]
-    bits: u32,
-    /// dc: width of the relative index of the sparse storage, 1..=16.
-    #[arg(long, default_value_t = 5)]
-    index_bits: u32,
-    /// dc: k-means initialisation: linear, forgy or density.
-    #[arg(long, default_value = "linear")]
-    kmeans_init: KmeansInit,
-    /// dc: k-means iteration cap.
-    #[arg(long, default_value_t = wgquant::quant::kmeans::DEFAULT_MAX_ITER)]
-    kmeans_iters: u32,
+    /// dc: fraction of each tensor's weights pruned by magnitude [default: 0.5].
+    #[arg(long)]
+    sparsity: Option<f32>,
+    /// dc: bits per shared-weight code (2^B k-means centroids per tensor), 1..=8 [default: 5].
+    #[arg(long)]
+    bits: Option<u32>,
+    /// dc: width of the relative index of the sparse storage, 1..=16 [default: 5].
+    #[arg(long)]
+    index_bits: Option<u32>,
+    /// dc: k-means initialisation: linear, forgy or density [default: linear].
+    #[arg(long)]
+    kmeans_init: Option<KmeansInit>,
+    /// dc: k-means iteration cap [default: 30].
+    #[arg(long)]
+    kmeans_iters: Option<u32>,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
@@ -254,6 +254,18 @@ fn progress_bar() -> indicatif::ProgressBar {
 /// The method a `quantize` command line asks for.
 fn method_of(a: &QuantizeArgs) -> Result<Method, CliError> {
     let granularity = a.granularity.unwrap_or(Granularity::Channel);
+    let dc_options = a.sparsity.is_some()
+        || a.bits.is_some()
+        || a.index_bits.is_some()
+        || a.kmeans_init.is_some()
+        || a.kmeans_iters.is_some();
+    if dc_options && a.scheme != SchemeArg::Dc {
+        return Err(CliError::Other(
+            "--sparsity, --bits, --index-bits, --kmeans-init and --kmeans-iters apply to \
+             --scheme dc (other schemes take their bits from the scheme name)"
+                .into(),
+        ));
+    }
     Ok(match a.scheme {
         SchemeArg::Int(bits) => {
             let mode = match a.mode {
@@ -283,11 +295,12 @@ fn method_of(a: &QuantizeArgs) -> Result<Method, CliError> {
                         .into(),
                 ));
             }
+            let base = DcConfig::new(a.sparsity.unwrap_or(0.5), a.bits.unwrap_or(5));
             let cfg = DcConfig {
-                index_bits: a.index_bits,
-                init: a.kmeans_init,
-                max_iter: a.kmeans_iters,
-                ..DcConfig::new(a.sparsity, a.bits)
+                index_bits: a.index_bits.unwrap_or(base.index_bits),
+                init: a.kmeans_init.unwrap_or(base.init),
+                max_iter: a.kmeans_iters.unwrap_or(base.max_iter),
+                ..base
             };
             cfg.validate()?;
             Method::DeepCompression(cfg)
