@@ -364,7 +364,15 @@ fn file_round_trip_keeps_levels_and_codes() {
         granularity: Granularity::Channel,
     };
     let qt = weq::quantize(&Backend::Cpu, "w", &x, &[64, 48], &cfg).unwrap();
-    let (record, parts) = disk::to_parts("w", &qt, "weq", safetensors::Dtype::F32, None).unwrap();
+    let (record, parts) = disk::to_parts(
+        "w",
+        &qt,
+        "weq",
+        safetensors::Dtype::F32,
+        None,
+        disk::Storage::Dense,
+    )
+    .unwrap();
     // Decoding needs the levels only; the thresholds stay in memory.
     assert!(!parts.iter().any(|p| p.name.contains("threshold")));
     let back = disk::from_parts("w", &record, |name| {

@@ -91,11 +91,12 @@ pub fn dequantize_file(backend: &Backend<'_>, input: &Path, output: &Path) -> Re
     }
     let by_name: BTreeMap<&str, &Loaded> = loaded.iter().map(|l| (l.name.as_str(), l)).collect();
     let mut plan: Vec<(&SourceTensor, Dtype, Vec<usize>, Origin<'_>)> = Vec::new();
+    let mut emitted = std::collections::HashSet::new();
     for t in source.tensors() {
-        if let Some((base, suffix)) = disk::split_part(&t.name) {
+        if let Some((base, _)) = disk::split_part(&t.name) {
             if let Some(l) = by_name.get(base) {
-                // A quantized tensor is emitted once, at its codes.
-                if suffix == disk::CODES {
+                // A quantized tensor is emitted once, at its first part.
+                if emitted.insert(base) {
                     plan.push((
                         t,
                         original_dtype(&source, t, &l.record.dtype)?,

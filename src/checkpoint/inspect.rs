@@ -43,14 +43,15 @@ pub fn inspect_file(path: &Path) -> Result<Summary> {
     let source = Source::open(path)?;
     let loaded = load_quantized(&source)?;
     let mut out = Vec::new();
+    let mut listed = std::collections::HashSet::new();
     for t in source.tensors() {
         let owner = disk::split_part(&t.name)
             .and_then(|(base, suffix)| loaded.iter().find(|l| l.name == base).map(|l| (l, suffix)))
             .or_else(|| loaded.iter().find(|l| l.name == t.name).map(|l| (l, "")));
-        if let Some((l, suffix)) = owner {
+        if let Some((l, _)) = owner {
             let rec = &l.record;
-            // A quantized tensor is listed once, at its codes (a cast, at itself).
-            if suffix == disk::CODES || (suffix.is_empty() && l.quantized.is_none()) {
+            // A quantized tensor is listed once, at its first part (a cast, at itself).
+            if listed.insert(l.name.clone()) {
                 let mode = rec
                     .mode
                     .map(|m| format!(" {m:?}").to_lowercase())

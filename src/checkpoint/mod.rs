@@ -1,6 +1,7 @@
 //! Checkpoints: safetensors in and out (single or sharded, streamed), per-tensor rules, the
 //! plan of a run, reports. Knows about files and tensor names; knows nothing about WGSL.
 
+pub mod compression;
 pub mod dequantize;
 pub mod file;
 pub mod gguf;

@@ -188,6 +188,7 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
             name: t.name.clone(),
             dtype: t.dtype,
             shape: t.shape.clone(),
+            sized: true,
         };
         let (outputs, block) = match &action {
             Action::Keep(_) => (vec![whole], t.shape.first().copied().unwrap_or(1)),

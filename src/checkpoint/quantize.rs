@@ -19,7 +19,7 @@ use super::source::Source;
 use super::writer::{Finished, StreamWriter, header_reserve};
 use crate::error::{Error, Result};
 use crate::format::QuantizedTensor;
-use crate::format::disk::{self, TensorRecord};
+use crate::format::disk::{self, PartSpec, TensorRecord};
 use crate::quant::spec::{Half, MethodArgs};
 use crate::quant::{self, Backend};
 
@@ -320,26 +320,36 @@ fn write_all<'a>(
         let names = items
             .iter()
             .flat_map(|i| i.outputs.iter().map(|p| p.name.as_str()));
-        let records = shard_records(items);
-        let meta = disk::metadata(&records, source.metadata())?;
-        let meta_bytes: usize = meta.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+        // The records are known in full only once written (Huffman streams' sizes): the
+        // planned ones size the header's reserve.
+        let planned = items.iter().map(|i| (i, i.outputs.clone()));
+        let estimate = disk::metadata(&shard_records(planned), source.metadata())?;
+        let meta_bytes: usize = estimate.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
         let mut w = StreamWriter::create(&paths[s], header_reserve(names, meta_bytes))?;
+        let mut written = Vec::with_capacity(items.len());
         for (k, item) in items.iter().enumerate() {
             let index = range.start + k;
-            gathered.push(write_item(&mut w, index, item, &mut rx, progress)?);
+            let (g, specs) = write_item(&mut w, index, item, &mut rx, progress)?;
+            gathered.push(g);
+            written.push((item, specs));
         }
+        let meta = disk::metadata(&shard_records(written.into_iter()), source.metadata())?;
         finished.push(w.finish(&meta)?);
     }
     Ok((finished, gathered))
 }
 
+/// Writes one item from its blocks; returns what was gathered and the parts as written.
 fn write_item<'a>(
     w: &mut StreamWriter,
     index: usize,
     item: &PlanItem,
     rx: &mut impl Iterator<Item = WriteBlock<'a>>,
     progress: Option<&indicatif::ProgressBar>,
-) -> Result<Gathered> {
+) -> Result<(Gathered, Vec<PartSpec>)> {
+    if item.outputs.iter().any(|p| !p.sized) {
+        return write_unsized(w, index, item, rx, progress);
+    }
     let first = &item.outputs[0];
     w.begin(&first.name, first.dtype, &first.shape)?;
     // Parts after the first (scales, zero points, levels, masks) are small: gathered, then
@@ -349,54 +359,139 @@ fn write_item<'a>(
         err: ErrorStats::default(),
         seconds: 0.0,
     };
-    let blocks = item.blocks().count();
-    for _ in 0..blocks {
-        let b = rx.next().ok_or_else(|| {
-            Error::param(
-                "pipeline",
-                format!("stream ended before tensor '{}'", item.tensor.name),
-            )
-        })?;
-        if b.item != index {
-            return Err(Error::param("pipeline", "blocks arrived out of order"));
-        }
+    for _ in 0..item.blocks().count() {
+        let b = next_block(rx, index, item)?;
         g.seconds += b.seconds;
         let t0 = Instant::now();
         match b.out {
             Out::Raw(bytes) => w.write(bytes)?,
             Out::Bytes(bytes) => w.write(&bytes)?,
             Out::Quantized { qt, values } => {
-                let (_, parts) = disk::to_parts(&item.tensor.name, &qt, "block", Dtype::F32, None)?;
+                let parts = block_parts(item, &qt)?;
                 w.write(&parts[0].data)?;
                 for (buf, p) in rest.iter_mut().zip(&parts[1..]) {
                     buf.extend_from_slice(&p.data);
                 }
-                let approx = quant::dequantize(&Backend::Cpu, &qt)?;
-                g.err.add(&ErrorStats::measure(&values, &approx));
+                g.err.add(&block_error(&qt, &values)?);
             }
         }
         g.seconds += t0.elapsed().as_secs_f64();
-        if let Some(pb) = progress {
-            let elem = item.tensor.dtype.bitsize() / 8;
-            pb.inc((b.rows.len() * item.row_len() * elem) as u64);
-        }
+        tick(progress, item, &b.rows);
     }
     w.end()?;
     for (p, data) in item.outputs[1..].iter().zip(&rest) {
         w.tensor(&p.name, p.dtype, &p.shape, data)?;
     }
-    Ok(g)
+    Ok((g, item.outputs.clone()))
 }
 
-/// Metadata records of the items in one shard.
-fn shard_records(items: &[PlanItem]) -> BTreeMap<String, TensorRecord> {
+/// An item whose parts' sizes are known only once computed (Huffman streams): one block,
+/// its parts written as they came.
+fn write_unsized<'a>(
+    w: &mut StreamWriter,
+    index: usize,
+    item: &PlanItem,
+    rx: &mut impl Iterator<Item = WriteBlock<'a>>,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<(Gathered, Vec<PartSpec>)> {
+    let b = next_block(rx, index, item)?;
+    let Out::Quantized { qt, values } = b.out else {
+        return Err(Error::param(
+            "pipeline",
+            "an unsized item must be quantized",
+        ));
+    };
+    if item.blocks().count() != 1 {
+        return Err(Error::param(
+            "pipeline",
+            "an unsized item must come in one block",
+        ));
+    }
+    let t0 = Instant::now();
+    let parts = block_parts(item, &qt)?;
+    let mut specs = Vec::with_capacity(parts.len());
+    for (p, planned) in parts.iter().zip(&item.outputs) {
+        if p.name != planned.name || p.dtype != planned.dtype {
+            return Err(Error::param(
+                "pipeline",
+                format!("part '{}' differs from the plan", p.name),
+            ));
+        }
+        w.tensor(&p.name, p.dtype, &p.shape, &p.data)?;
+        specs.push(PartSpec {
+            name: p.name.clone(),
+            dtype: p.dtype,
+            shape: p.shape.clone(),
+            sized: true,
+        });
+    }
+    let g = Gathered {
+        err: block_error(&qt, &values)?,
+        seconds: b.seconds + t0.elapsed().as_secs_f64(),
+    };
+    tick(progress, item, &b.rows);
+    Ok((g, specs))
+}
+
+fn next_block<'a>(
+    rx: &mut impl Iterator<Item = WriteBlock<'a>>,
+    index: usize,
+    item: &PlanItem,
+) -> Result<WriteBlock<'a>> {
+    let b = rx.next().ok_or_else(|| {
+        Error::param(
+            "pipeline",
+            format!("stream ended before tensor '{}'", item.tensor.name),
+        )
+    })?;
+    if b.item != index {
+        return Err(Error::param("pipeline", "blocks arrived out of order"));
+    }
+    Ok(b)
+}
+
+/// The stored parts of one block of a quantized item.
+fn block_parts(item: &PlanItem, qt: &QuantizedTensor) -> Result<Vec<disk::Part>> {
+    let Action::Quantize(m) = &item.action else {
+        return Err(Error::param(
+            "pipeline",
+            "quantized block of an item that is not quantized",
+        ));
+    };
+    let (_, parts) = disk::to_parts(
+        &item.tensor.name,
+        qt,
+        m.name(),
+        item.tensor.dtype,
+        None,
+        m.storage(),
+    )?;
+    Ok(parts)
+}
+
+/// Σx² and Σ(x − x̂)² of a quantized block against its values.
+fn block_error(qt: &QuantizedTensor, values: &[f32]) -> Result<ErrorStats> {
+    let approx = quant::dequantize(&Backend::Cpu, qt)?;
+    Ok(ErrorStats::measure(values, &approx))
+}
+
+fn tick(progress: Option<&indicatif::ProgressBar>, item: &PlanItem, rows: &std::ops::Range<usize>) {
+    if let Some(pb) = progress {
+        let elem = item.tensor.dtype.bitsize() / 8;
+        pb.inc((rows.len() * item.row_len() * elem) as u64);
+    }
+}
+
+/// Metadata records of items with the parts they are (or will be) stored as.
+fn shard_records<'p>(
+    items: impl Iterator<Item = (&'p PlanItem, Vec<PartSpec>)>,
+) -> BTreeMap<String, TensorRecord> {
     items
-        .iter()
-        .filter_map(|item| {
+        .filter_map(|(item, specs)| {
             let t = &item.tensor;
             let rec = match &item.action {
                 Action::Keep(_) => return None,
-                Action::Quantize(m) => m.record(&t.shape, t.dtype, &item.outputs),
+                Action::Quantize(m) => m.record(&t.shape, t.dtype, &specs),
                 Action::Half(h) => disk::record(
                     "cast",
                     None,
@@ -409,7 +504,8 @@ fn shard_records(items: &[PlanItem]) -> BTreeMap<String, TensorRecord> {
                         "stored as {}",
                         if *h == Half::F16 { "F16" } else { "BF16" }
                     )),
-                    &item.outputs,
+                    None,
+                    &specs,
                 ),
             };
             Some((t.name.clone(), rec))

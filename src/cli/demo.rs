@@ -31,6 +31,12 @@ fn schemes() -> Vec<MethodArgs> {
         mode: Some(mode.into()),
         granularity: Some(granularity.into()),
         calib: Some(calib.into()),
+        ..Default::default()
+    };
+    let codebook = |scheme: &str, granularity: &str| MethodArgs {
+        scheme: Some(scheme.into()),
+        granularity: Some(granularity.into()),
+        ..Default::default()
     };
     vec![
         m("int8", "restricted", "tensor", "absmax"),
@@ -44,14 +50,21 @@ fn schemes() -> Vec<MethodArgs> {
         m("int3", "asymmetric", "group:32", "minmax"),
         m("int2", "symmetric", "channel", "mse"),
         m("int2", "asymmetric", "group:32", "mse"),
+        codebook("weq4", "channel"),
+        codebook("weq3", "tensor"),
+        codebook("lin4", "channel"),
+        codebook("exp4", "channel"),
+        codebook("exp3", "channel"),
         MethodArgs {
-            scheme: Some("weq4".into()),
-            granularity: Some("channel".into()),
+            scheme: Some("dc".into()),
+            sparsity: Some(0.5),
+            bits: Some(5),
             ..Default::default()
         },
         MethodArgs {
-            scheme: Some("weq3".into()),
-            granularity: Some("tensor".into()),
+            scheme: Some("dc".into()),
+            sparsity: Some(0.9),
+            bits: Some(4),
             ..Default::default()
         },
     ]

@@ -4,6 +4,8 @@
 mod bench_checkpoint;
 mod demo;
 mod study;
+mod study_discretize;
+mod study_weq;
 
 use std::path::PathBuf;
 
@@ -71,7 +73,8 @@ struct QuantizeArgs {
     #[arg(short, long)]
     output: PathBuf,
     /// intN (uniform affine, N = 1..8: int8, int4, int3, int2, …), weqN (weighted-entropy
-    /// codebook), f16 or bf16; with --format gguf: q8_0, q4_0, f16 or f32.
+    /// codebook), linN / expN (correlation-maximising discretization, N = 2..8), dc (Deep
+    /// Compression), f16 or bf16; with --format gguf: q8_0, q4_0, f16 or f32.
     #[arg(long, default_value = "int8", value_parser = check_scheme)]
     scheme: String,
     /// safetensors (wgquant's self-describing layout) or gguf (llama.cpp blocks).
@@ -80,9 +83,10 @@ struct QuantizeArgs {
     /// symmetric (default), restricted (TFLite int8, [−127, 127]) or asymmetric; intN only.
     #[arg(long)]
     mode: Option<String>,
-    /// tensor, channel, or group:N (N consecutive elements of the last axis).
-    #[arg(long, default_value = "channel", value_parser = check_granularity)]
-    granularity: String,
+    /// tensor, channel, or group:N (N consecutive elements of the last axis) [default:
+    /// channel; dc: tensor].
+    #[arg(long, value_parser = check_granularity)]
+    granularity: Option<String>,
     /// minmax, absmax, percentile:P or mse (default: absmax if symmetric, else minmax).
     #[arg(long, value_parser = check_calib)]
     calib: Option<String>,
@@ -99,6 +103,21 @@ struct QuantizeArgs {
     /// Also quantize 1-D tensors (norms, biases).
     #[arg(long)]
     include_1d: bool,
+    /// dc: fraction of each tensor's weights pruned by magnitude [default: 0.5].
+    #[arg(long)]
+    sparsity: Option<f32>,
+    /// dc: bits per shared-weight code (2^B k-means centroids per tensor), 1..=8 [default: 5].
+    #[arg(long)]
+    bits: Option<u32>,
+    /// dc: width of the relative index of the sparse storage, 1..=16 [default: 5].
+    #[arg(long)]
+    index_bits: Option<u32>,
+    /// dc: k-means initialisation: linear, forgy or density [default: linear].
+    #[arg(long)]
+    kmeans_init: Option<String>,
+    /// dc: k-means iteration cap [default: 30].
+    #[arg(long)]
+    kmeans_iters: Option<u32>,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
@@ -267,8 +286,13 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
     let defaults = MethodArgs {
         scheme: Some(a.scheme.clone()),
         mode: a.mode.clone(),
-        granularity: Some(a.granularity.clone()),
+        granularity: a.granularity.clone(),
         calib: a.calib.clone(),
+        sparsity: a.sparsity,
+        bits: a.bits,
+        index_bits: a.index_bits,
+        kmeans_init: a.kmeans_init.clone(),
+        kmeans_iters: a.kmeans_iters,
     };
     // The defaults must make sense on their own, before any file is touched.
     resolve(&defaults).map_err(CliError::Other)?;
@@ -294,6 +318,15 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
     let report = checkpoint::quantize_file(&backend, &a.input, &a.output, &opts, Some(&pb))?;
     pb.finish_and_clear();
     emit(&report.table());
+    if report.tensors.iter().any(|t| t.scheme.starts_with("dc ")) {
+        // Deep Compression's stages, as its paper reports them.
+        let path = if opts.max_shard_bytes.is_some() {
+            checkpoint::quantize::index_path(&a.output)
+        } else {
+            a.output.clone()
+        };
+        emit(&checkpoint::compression::compression_report(&path)?.table());
+    }
     if let Some(path) = a.report {
         let json =
             serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;

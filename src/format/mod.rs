@@ -3,7 +3,9 @@
 
 pub mod disk;
 pub mod gguf;
+pub mod huffman;
 pub mod pack;
 pub mod quantized;
+pub mod sparse;
 
 pub use quantized::{Encoding, Granularity, QuantizedTensor};

@@ -9,15 +9,18 @@ pub mod codebook_dequantize;
 pub mod context;
 pub mod copy;
 pub mod dequantize;
+pub mod discretize;
 pub mod dispatch;
 pub mod elementwise;
 pub mod fake_quant;
 pub mod histogram;
+pub mod kmeans;
 pub mod lsq;
 pub mod lsq_init;
 pub mod matmul;
 pub mod minmax;
 pub mod optimizer;
+pub mod prune;
 pub mod quantize_pack;
 pub mod relu;
 pub mod segments;
@@ -52,5 +55,8 @@ pub fn all_shaders() -> Vec<Shader> {
         weq_histogram::SHADER,
         weq_sweep::SHADER,
         copy::SHADER,
+        discretize::SHADER,
+        kmeans::SHADER,
+        prune::SHADER,
     ]
 }

@@ -82,6 +82,18 @@ impl TilePlan {
 
     /// Tiles of at most `max_tile` elements over groups of `group_len`.
     pub fn new(numel: usize, group_len: usize, max_tile: u64) -> Result<Self> {
+        Self::with_lane_work(numel, group_len, max_tile, ELEMS_PER_LANE)
+    }
+
+    /// [`new`](Self::new) with about `elems_per_lane` elements per lane: kernels whose
+    /// reduction costs more than their loads (many barriers on a CPU-emulated device) want
+    /// fewer, busier lanes.
+    pub fn with_lane_work(
+        numel: usize,
+        group_len: usize,
+        max_tile: u64,
+        elems_per_lane: u64,
+    ) -> Result<Self> {
         if group_len == 0 || numel % group_len != 0 {
             return Err(Error::param(
                 "tiles",
@@ -97,7 +109,7 @@ impl TilePlan {
         let group_len = group_len as u64;
         let tile_len = group_len.min(max_tile.max(1));
         let lanes = tile_len
-            .div_ceil(ELEMS_PER_LANE)
+            .div_ceil(elems_per_lane.max(1))
             .next_power_of_two()
             .min(u64::from(WORKGROUP_SIZE)) as u32;
         Ok(Self {
