@@ -18,6 +18,9 @@ use wgquant::affine::{AffineMode, AffineScheme, AffineSegment};
 use wgquant::gpu::{Context, GpuTensor};
 use wgquant::{cpu, gpu};
 
+mod common;
+use common::{bench_checked, check_exact};
+
 /// Elements per row: each row is one channel with its own scale.
 const COLS: usize = 4096;
 /// Tensor sizes in f32 elements.
@@ -70,18 +73,6 @@ impl Problem {
             seg,
         }
     }
-
-    fn words(&self) -> &[u32] {
-        bytemuck::cast_slice(&self.x)
-    }
-}
-
-/// Panics at the first word where `got` and `want` differ.
-fn check_exact(what: &str, got: &[u32], want: &[u32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
-        panic!("{what}: word {i} is {:#x}, expected {:#x}", got[i], want[i]);
-    }
 }
 
 /// GPU fake quantization against the CPU twin: equal except where x/s lies within a tiny
@@ -114,23 +105,6 @@ fn check_fake_quant(p: &Problem, got: &[f32], want: &[f32]) {
     );
 }
 
-/// Runs `check` on the first call only, then times `run`.
-fn bench_checked(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    mut check: impl FnMut(),
-    mut run: impl FnMut(),
-) {
-    let mut checked = false;
-    group.bench_function(name, |b| {
-        if !checked {
-            check();
-            checked = true;
-        }
-        b.iter(&mut run)
-    });
-}
-
 fn gpu_benches(group: &mut BenchmarkGroup<'_, WallTime>, ctx: &Context, p: &Problem, want: &[f32]) {
     let n = p.x.len();
     let shape = [n / COLS, COLS];
@@ -138,44 +112,14 @@ fn gpu_benches(group: &mut BenchmarkGroup<'_, WallTime>, ctx: &Context, p: &Prob
     let y = GpuTensor::zeros(ctx, &shape, gpu::ElemType::F32).expect("allocate the output");
     let scale = GpuTensor::from_f32(ctx, &p.scale, &[shape[0]]).expect("upload scales");
     let zero = GpuTensor::from_i32(ctx, &p.zero, &[shape[0]]).expect("upload zero points");
-    let bytes = x.byte_len();
     let readback = |what: &str| -> Vec<u32> {
         y.download(ctx)
             .unwrap_or_else(|e| panic!("{what}: read back: {e}"))
     };
     let poison = || y.fill_bits(ctx, 0xffff_ffff).expect("poison the output");
 
-    let buffer_copy = || {
-        ctx.run("buffer_copy", |enc| {
-            enc.copy_buffer_to_buffer(x.buffer(), x.offset(), y.buffer(), y.offset(), bytes);
-            Ok(())
-        })
-        .expect("gpu/buffer_copy")
-    };
-    bench_checked(
-        group,
-        "gpu/buffer_copy",
-        || {
-            poison();
-            buffer_copy();
-            check_exact("gpu/buffer_copy", &readback("gpu/buffer_copy"), p.words());
-        },
-        buffer_copy,
-    );
-
-    let copy_shader = || gpu::copy::copy(ctx, &x, &y).expect("gpu/copy_shader");
-    bench_checked(
-        group,
-        "gpu/copy_shader",
-        || {
-            let mut twin = vec![0u32; n];
-            cpu::copy::copy(p.words(), &mut twin).unwrap();
-            poison();
-            copy_shader();
-            check_exact("gpu/copy_shader", &readback("gpu/copy_shader"), &twin);
-        },
-        copy_shader,
-    );
+    // The rooflines move the same bytes: n words read, n written.
+    common::gpu_copy_rooflines(group, ctx, n);
 
     let segs = [p.seg];
     let fake_quant =
@@ -197,32 +141,10 @@ fn cpu_benches(group: &mut BenchmarkGroup<'_, WallTime>, p: &Problem, want: &[f3
     let n = p.x.len();
     let segs = [p.seg];
     // Each check writes a fresh poisoned buffer; the timed runs reuse `words` and `out`.
-    let poisoned_words = || vec![0xffff_ffffu32; n];
     let poisoned_f32 = || vec![f32::NAN; n];
-    let mut words = vec![0u32; n];
     let mut out = vec![0f32; n];
 
-    bench_checked(
-        group,
-        "cpu/memcpy_single_thread",
-        || {
-            let mut got = poisoned_words();
-            cpu::copy::copy_reference(p.words(), &mut got).unwrap();
-            check_exact("cpu/memcpy_single_thread", &got, p.words());
-        },
-        || cpu::copy::copy_reference(p.words(), &mut words).unwrap(),
-    );
-
-    bench_checked(
-        group,
-        "cpu/copy_parallel",
-        || {
-            let mut got = poisoned_words();
-            cpu::copy::copy(p.words(), &mut got).unwrap();
-            check_exact("cpu/copy_parallel", &got, p.words());
-        },
-        || cpu::copy::copy(p.words(), &mut words).unwrap(),
-    );
+    common::cpu_copy_rooflines(group, n);
 
     bench_checked(
         group,
@@ -263,16 +185,7 @@ fn cpu_benches(group: &mut BenchmarkGroup<'_, WallTime>, p: &Problem, want: &[f3
 }
 
 fn benches(c: &mut Criterion) {
-    let ctx = match Context::new() {
-        Ok(ctx) => {
-            eprintln!("GPU benches on {}", ctx.adapter_summary());
-            Some(ctx)
-        }
-        Err(e) => {
-            eprintln!("GPU benches skipped: {e}");
-            None
-        }
-    };
+    let ctx = common::context();
     for n in SIZES {
         let p = Problem::new(n);
         // The reference result every other line is checked against.
