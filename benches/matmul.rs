@@ -1,7 +1,7 @@
 //! The dequantizing matmul at LLM shapes (ALGORITHMS.md §7): W [N, K] of 4096×4096 and
 //! 11008×4096 as int4 group-128, int8 per-channel, a 4-bit codebook and dense f32 (the
 //! baseline, on the same kernel), x with M = 1, 16, 512 rows; GPU and CPU twin side by side,
-//! with the copy shader as the device roofline. Throughput counts the bytes of W as stored
+//! with the copy shader (benches/common) as the device roofline. Throughput counts the bytes of W as stored
 //! (codes, scales, levels), so criterion reports GB/s of W; `wgquant bench matmul` prints the
 //! same problems as one table with GFLOP/s and the ratios.
 //!
@@ -9,12 +9,14 @@
 //! against `qmatmul_reference` on the first rows, so a failed dispatch cannot pass as a fast
 //! figure. `WGQUANT_BENCH_QUICK=1` keeps to 4096×4096 and M ≤ 16.
 
+mod common;
+
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use wgquant::bench::matmul::{self, DeviceWeight, HostWeight, WeightFormat};
 use wgquant::cpu::qmatmul as cq;
-use wgquant::gpu::{Context, ElemType, GpuTensor};
+use wgquant::gpu::{ElemType, GpuTensor};
 
 fn quick() -> bool {
     std::env::var_os("WGQUANT_BENCH_QUICK").is_some()
@@ -30,19 +32,16 @@ fn check_cpu(label: &str, x: &[f32], m: usize, w: &cq::QWeight<'_>, got: &[f32])
 }
 
 fn benches(c: &mut Criterion) {
-    let ctx = match Context::new() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            eprintln!("matmul bench: no GPU adapter ({e}); timing the CPU twin only");
-            None
-        }
-    };
+    let ctx = common::context();
     if let Some(ctx) = &ctx {
-        let copy = matmul::copy_roofline(ctx, 5).expect("the copy roofline runs");
-        eprintln!(
-            "matmul bench on {}: copy shader {copy:.2} GB/s (read + written)",
-            ctx.adapter_summary()
-        );
+        // The roofline: 64 MiB copied, counted as bytes read plus written.
+        let words = 16 << 20;
+        let mut group = c.benchmark_group("matmul/roofline");
+        group
+            .sample_size(10)
+            .throughput(Throughput::Bytes(2 * 4 * words as u64));
+        common::gpu_copy_rooflines(&mut group, ctx, words);
+        group.finish();
     }
     let shapes: &[(usize, usize)] = if quick() {
         &matmul::SHAPES[..1]

@@ -86,7 +86,9 @@ fn reduce_partials(@builtin(workgroup_id) wid: vec3<u32>,
     finish_tile(slot, lid, acc);
 }
 
-// Running range: state ← batch on the first call, else state + m·(batch − state).
+// Running range: state ← batch on the first call, else state + m·(batch − state). A side
+// without finite values (lo > hi, the empty range) never enters the average: an empty batch
+// only adds its count, and an empty state takes the batch.
 @compute @workgroup_size(256)
 fn ema_update(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>,
@@ -99,8 +101,17 @@ fn ema_update(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let state = ranges[g];
+    let count = state.nonfinite + batch.nonfinite;
+    if (!(batch.lo <= batch.hi)) {
+        ranges[g] = GroupRange(state.lo, state.hi, count, 0u);
+        return;
+    }
+    if (!(state.lo <= state.hi)) {
+        ranges[g] = GroupRange(batch.lo, batch.hi, count, 0u);
+        return;
+    }
     let m = params.ema_momentum;
     ranges[g] = GroupRange(state.lo + m * (batch.lo - state.lo),
                            state.hi + m * (batch.hi - state.hi),
-                           state.nonfinite + batch.nonfinite, 0u);
+                           count, 0u);
 }

@@ -43,3 +43,22 @@ fn tile_range(t: TileParams, tile: u32) -> vec2<u32> {
 fn tile_group(t: TileParams, tile: u32) -> u32 {
     return tile / t.tiles_per_group - t.group_first + t.group_base;
 }
+
+var<workgroup> tree_sum_scratch: array<vec4<f32>, WORKGROUP_SIZE>;
+
+// Sums v over the `lanes` threads of each tile in a fixed stride-halving order, so the result
+// is the same on every run. Every thread of the workgroup must call it (it holds barriers);
+// the sum is returned to every lane, valid in lane 0.
+fn tree_sum4(lid: u32, lane: u32, lanes: u32, v: vec4<f32>) -> vec4<f32> {
+    tree_sum_scratch[lid] = v;
+    for (var s = lanes / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if (lane < s) {
+            tree_sum_scratch[lid] = tree_sum_scratch[lid] + tree_sum_scratch[lid + s];
+        }
+    }
+    workgroupBarrier();
+    let r = tree_sum_scratch[lid];
+    workgroupBarrier();
+    return r;
+}

@@ -47,6 +47,22 @@ impl AffineSegment {
         (self.group_phase as usize + self.len as usize - 1) / self.group_len as usize + 1
     }
 
+    /// The single segment of a whole tensor of `numel` elements for the codebook kernels:
+    /// groups of `group_len` elements, unsigned `bits`-bit codes.
+    pub fn codebook(numel: usize, group_len: usize, bits: u32) -> Self {
+        Self {
+            src: 0,
+            dst: 0,
+            len: numel as u32,
+            group_len: group_len as u32,
+            group_phase: 0,
+            param: 0,
+            qmin: 0,
+            qmax: ((1u32 << bits) - 1) as i32,
+            bits,
+        }
+    }
+
     /// Number of u32 words holding the segment's packed codes.
     pub fn packed_words(&self) -> usize {
         (self.len as usize * self.bits as usize).div_ceil(32)

@@ -232,6 +232,8 @@ fn every_cli_scheme_quantizes() {
         ("int8", vec!["--mode", "asymmetric", "--calib", "minmax"]),
         ("int3", vec!["--calib", "mse"]),
         ("int2", vec!["--calib", "percentile:99.5"]),
+        ("weq3", vec!["--granularity", "tensor"]),
+        ("weq4", vec![]),
     ] {
         let q = dir.path().join(format!("{scheme}.safetensors"));
         let mut args = vec![
@@ -556,4 +558,175 @@ fn missing_gpu_is_explained() {
         .unwrap();
     assert_clean_failure(&o, "--device cpu", &out, None);
     assert!(stderr(&o).contains("adapters found"), "{}", stderr(&o));
+}
+
+/// Discretization (linN, expN) and Deep Compression (dc) through the binary: quantize with a
+/// report, inspect, dequantize; dc prints its per-stage compression table and stores sparse.
+#[test]
+fn discretize_and_dc_schemes_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    for (name, args) in [
+        ("lin4", vec!["--scheme", "lin4"]),
+        ("exp3", vec!["--scheme", "exp3", "--granularity", "tensor"]),
+        (
+            "dc",
+            vec![
+                "--scheme",
+                "dc",
+                "--sparsity",
+                "0.8",
+                "--bits",
+                "4",
+                "--index-bits",
+                "3",
+            ],
+        ),
+    ] {
+        let q = dir.path().join(format!("{name}.safetensors"));
+        let mut full = vec![
+            "quantize",
+            model.to_str().unwrap(),
+            "-o",
+            q.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ];
+        full.extend(args.iter());
+        let o = wgquant(&full);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        if name == "dc" {
+            assert!(out.contains("+huffman") && out.contains("w.f32"), "{out}");
+            let bytes = std::fs::read(&q).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let names = st.names();
+            assert!(
+                names.iter().any(|n| n.ends_with(".wq_sparse_codes")),
+                "{names:?}"
+            );
+            assert!(!names.iter().any(|n| n.ends_with(".wq_codes")), "{names:?}");
+        }
+        let o = wgquant(&["inspect", q.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let w = s["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "w.f32")
+            .cloned()
+            .unwrap();
+        assert!(w["scheme"].as_str().unwrap().contains("codebook"), "{w}");
+        let d = dir.path().join(format!("{name}.deq.safetensors"));
+        let o = wgquant(&[
+            "dequantize",
+            q.to_str().unwrap(),
+            "-o",
+            d.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let bytes = std::fs::read(&d).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("w.f32").unwrap();
+        let vals: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let zeros = vals.iter().filter(|v| **v == 0.0).count();
+        if name == "dc" {
+            // 80% pruned (⌊0.8·n⌉ elements): at least that many decode to exactly 0.
+            let pruned = (vals.len() as f64 * 0.8).round() as usize;
+            assert!(zeros >= pruned, "{zeros} zeros of {}", vals.len());
+        }
+    }
+}
+
+#[test]
+fn discretize_and_dc_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let out = dir.path().join("out.safetensors");
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    for (args, needle) in [
+        (vec!["--scheme", "lin1"], "bits 1 out of range"),
+        (vec!["--scheme", "exp9"], "bits 9 out of range"),
+        (vec!["--scheme", "linear4"], "linear4"),
+        (
+            vec!["--scheme", "lin4", "--granularity", "group:32"],
+            "per tensor or per channel",
+        ),
+        (
+            vec!["--scheme", "dc", "--granularity", "channel"],
+            "--granularity tensor",
+        ),
+        (vec!["--scheme", "dc", "--sparsity", "1.5"], "sparsity 1.5"),
+        (vec!["--scheme", "dc", "--bits", "9"], "bits 9"),
+        (vec!["--scheme", "dc", "--index-bits", "0"], "index bits 0"),
+        (vec!["--scheme", "dc", "--kmeans-init", "random"], "random"),
+        (
+            vec!["--scheme", "int4", "--bits", "3"],
+            "apply to --scheme dc",
+        ),
+    ] {
+        let mut full = vec!["quantize", m, "-o", o, "--device", "cpu"];
+        full.extend(args.iter());
+        let r = wgquant(&full);
+        assert!(!r.status.success(), "{args:?} accepted");
+        assert!(stderr(&r).contains(needle), "{args:?}: {}", stderr(&r));
+        assert!(!stderr(&r).contains("panicked"), "{}", stderr(&r));
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn study_discretize_prints_table_json_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("curves");
+    let base = [
+        "study",
+        "discretize",
+        "--device",
+        "cpu",
+        "--points",
+        "15",
+        "--out-dir",
+        svg.to_str().unwrap(),
+    ];
+    let o = wgquant(&base);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains("gaussian") && text.contains("laplace"),
+        "{text}"
+    );
+    let mut args = base.to_vec();
+    args.push("--json");
+    let o = wgquant(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * 2 * 5, "{v}");
+    for r in rows {
+        let (x0, c) = (
+            r["best_x0"].as_f64().unwrap(),
+            r["correlation"].as_f64().unwrap(),
+        );
+        assert!(x0 > 0.0 && x0 < 1.0 && c > 0.5 && c < 1.0, "{r}");
+    }
+    // The table and the JSON carry the same numbers.
+    let first = &rows[0];
+    assert!(text.contains(&format!("{:.6}", first["correlation"].as_f64().unwrap())));
+    for d in ["gaussian", "laplace"] {
+        let f = svg.join(format!("discretize-{d}.svg"));
+        let s = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            s.starts_with("<svg") && s.contains("polyline"),
+            "{}",
+            f.display()
+        );
+    }
 }

@@ -425,44 +425,6 @@ fn bad_inputs_are_errors() {
     );
 }
 
-/// The copy kernel, the roofline the matmul benches read against, copies every word across
-/// binding chunks (4 KiB windows: 5000 words take 5) into a poisoned, guarded output.
-#[test]
-fn copy_roofline_kernel_copies_every_word() {
-    let Some((base, _serial)) = device() else {
-        return;
-    };
-    let ctx = base.with_work_limits(WorkLimits {
-        max_binding_bytes: 4096 + 256,
-        max_workgroups_per_dim: 65535,
-    });
-    let mut failures = Vec::new();
-    for n in [1usize, 257, 5000] {
-        let label = format!("copy(n={n})");
-        let data: Vec<u32> = (0..n as u32)
-            .map(|i| i.wrapping_mul(2_654_435_761))
-            .collect();
-        let mut twin = vec![0u32; n];
-        wgquant::cpu::copy::copy(&data, &mut twin).unwrap();
-        let run = || -> Result<Vec<u32>, String> {
-            let g = |e: wgquant::Error| format!("{label}: {e}");
-            let src = GpuTensor::from_u32(&ctx, &data, &[n]).map_err(g)?;
-            let out = Guarded::new(&ctx, 3, n, ElemType::U32).map_err(g)?;
-            wgquant::gpu::copy::copy(&ctx, &src, &out.view).map_err(g)?;
-            out.check(&ctx, &label, &[0..n], Some(&data))
-        };
-        match run() {
-            Ok(got) => {
-                if let Err(e) = common::check_words_equal(&label, "copy", &twin, &got) {
-                    failures.push(e);
-                }
-            }
-            Err(e) => failures.push(e),
-        }
-    }
-    finish("copy_roofline_kernel_copies_every_word", 3, failures);
-}
-
 /// `wgquant bench matmul` runs a small plan end to end (checks before timing included) and
 /// prints the table with every requested format.
 #[test]

@@ -13,8 +13,9 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgquant::gpu::{Shader, all_shaders};
 
 /// Shared snippets: composed into kernels, never compiled alone.
-const SNIPPETS: [&str; 10] = [
+const SNIPPETS: [&str; 11] = [
     "common.wgsl",
+    "weq.wgsl",
     "affine.wgsl",
     "segments.wgsl",
     "tiles.wgsl",

@@ -125,6 +125,11 @@ impl Checkpoint {
         &self.path
     }
 
+    /// The whole mapped file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
     /// The file's size in bytes.
     pub fn file_len(&self) -> u64 {
         self.map.len() as u64
@@ -162,6 +167,26 @@ impl Checkpoint {
             .collect();
         out.sort_by_key(|t| t.data.as_ptr() as usize - base);
         Ok(out)
+    }
+
+    /// Drops the mapped pages under `data` (a slice of this file's map) from the process, so
+    /// streaming a large file does not grow the resident set; the page cache keeps them and a
+    /// later access reads them back.
+    pub fn release(&self, data: &[u8]) {
+        let base = self.map.as_ptr() as usize;
+        let start = data.as_ptr() as usize;
+        if start < base || start + data.len() > base + self.map.len() || data.is_empty() {
+            return;
+        }
+        // SAFETY: the map is a private read-only file mapping: MADV_DONTNEED only discards our
+        // copies of pages whose content the file still holds; nothing reads stale memory.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start - base,
+                data.len(),
+            )
+        };
     }
 
     /// Wraps an error about tensor `name` with this file's path.

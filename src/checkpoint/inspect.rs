@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::dequantize::load_quantized;
-use super::file::Checkpoint;
+use super::source::Source;
 use crate::error::Result;
 use crate::format::disk;
 
@@ -38,28 +38,27 @@ pub struct Summary {
     pub tensors: Vec<TensorSummary>,
 }
 
-/// Describes the file at `path`.
+/// Describes the file (or sharded checkpoint) at `path`.
 pub fn inspect_file(path: &Path) -> Result<Summary> {
-    let ckpt = Checkpoint::open(path)?;
-    let quantized = load_quantized(&ckpt)?;
-    let tensors = ckpt.tensors()?;
+    let source = Source::open(path)?;
+    let loaded = load_quantized(&source)?;
     let mut out = Vec::new();
-    for t in &tensors {
-        let owner = disk::split_part(&t.name).and_then(|(base, suffix)| {
-            quantized
-                .iter()
-                .find(|(n, _, _)| n == base)
-                .map(|q| (q, suffix))
-        });
-        if let Some(((name, rec, qt), suffix)) = owner {
-            // A quantized tensor is listed once, at its codes.
-            if suffix == disk::CODES {
+    let mut listed = std::collections::HashSet::new();
+    for t in source.tensors() {
+        let owner = disk::split_part(&t.name)
+            .and_then(|(base, suffix)| loaded.iter().find(|l| l.name == base).map(|l| (l, suffix)))
+            .or_else(|| loaded.iter().find(|l| l.name == t.name).map(|l| (l, "")));
+        if let Some((l, _)) = owner {
+            let rec = &l.record;
+            // A quantized tensor is listed once, at its first part (a cast, at itself).
+            if listed.insert(l.name.clone()) {
                 let mode = rec
                     .mode
                     .map(|m| format!(" {m:?}").to_lowercase())
                     .unwrap_or_default();
+                let numel: usize = rec.shape.iter().product();
                 out.push(TensorSummary {
-                    name: name.clone(),
+                    name: l.name.clone(),
                     shape: rec.shape.clone(),
                     dtype: rec.dtype.clone(),
                     scheme: format!(
@@ -73,8 +72,8 @@ pub fn inspect_file(path: &Path) -> Result<Summary> {
                             .map(|d| format!(" {d}"))
                             .unwrap_or_default()
                     ),
-                    bits_per_weight: qt.bits_per_weight(),
-                    bytes: qt.storage_bytes() as u64,
+                    bits_per_weight: rec.bits_per_weight,
+                    bytes: (rec.bits_per_weight * numel as f64 / 8.0).round() as u64,
                 });
             }
             continue;
@@ -85,12 +84,18 @@ pub fn inspect_file(path: &Path) -> Result<Summary> {
             dtype: format!("{:?}", t.dtype),
             scheme: "plain".into(),
             bits_per_weight: t.dtype.bitsize() as f64,
-            bytes: t.data.len() as u64,
+            bytes: t.bytes() as u64,
         });
     }
+    let file_bytes = source
+        .shard_paths()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     Ok(Summary {
         path: path.display().to_string(),
-        file_bytes: ckpt.file_len(),
+        file_bytes,
         tensors: out,
     })
 }

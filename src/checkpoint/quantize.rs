@@ -1,47 +1,81 @@
-//! Quantizing a whole checkpoint: which tensors to quantize, quantizing them on the chosen
-//! backend, measuring the error, and writing the self-describing output atomically.
+//! Quantizing a checkpoint as a three-stage stream: a reader thread converts row blocks of the
+//! memory-mapped input to f32 (checking every value is finite), this thread quantizes them on
+//! the chosen backend, and a writer thread appends the results to the output and measures the
+//! error. Bounded channels hold at most one block between stages, so reading, compute and
+//! writing overlap while memory stays a few blocks, whatever the checkpoint's size.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
-use super::file::{Checkpoint, OutTensor, TensorEntry, check_distinct, to_f32, write_atomic};
+use safetensors::Dtype;
+
+use super::file::{check_distinct, from_f32, plain_os_error};
+use super::plan::{Action, Plan, PlanItem, PlanOptions, check_nonempty, make_plan};
 use super::report::{ErrorStats, Report, TensorReport, Totals};
+use super::rules::Rules;
+use super::source::Source;
+use super::writer::{Finished, StreamWriter, header_reserve};
 use crate::error::{Error, Result};
-use crate::format::disk;
-use crate::quant::{self, Backend, Method};
+use crate::format::QuantizedTensor;
+use crate::format::disk::{self, PartSpec, TensorRecord};
+use crate::quant::spec::{Half, MethodArgs};
+use crate::quant::{self, Backend};
+
+/// Input f32 bytes per streamed row block by default.
+pub const DEFAULT_BLOCK_BYTES: usize = 64 << 20;
 
 /// What to quantize and how.
-#[derive(Clone, Debug)]
+#[derive(Debug, Default)]
 pub struct QuantizeOptions {
-    /// The method for every quantized tensor.
-    pub method: Method,
-    /// Also quantize 1-D tensors (norms, biases); off by default.
+    /// Settings for tensors no rule names (and what rules leave out).
+    pub defaults: MethodArgs,
+    /// Per-tensor rules; the first match wins.
+    pub rules: Rules,
+    /// Also quantize 1-D float tensors by default.
     pub include_1d: bool,
+    /// Largest output shard; `None` for one file.
+    pub max_shard_bytes: Option<u64>,
+    /// Input f32 bytes per row block (0 for the default).
+    pub block_bytes: usize,
 }
 
-/// What happens to one tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Action {
-    Quantize,
-    PassThrough(&'static str),
-}
-
-fn action(t: &TensorEntry<'_>, opts: &QuantizeOptions) -> Action {
-    if !t.is_float() {
-        Action::PassThrough("not float")
-    } else if t.shape.len() < 2 && !opts.include_1d {
-        Action::PassThrough("1-D")
-    } else if t.numel() == 0 {
-        Action::PassThrough("empty")
-    } else {
-        Action::Quantize
+impl QuantizeOptions {
+    /// Options quantizing every 2-D+ float tensor with `defaults`.
+    pub fn with_defaults(defaults: MethodArgs) -> Self {
+        Self {
+            defaults,
+            ..Default::default()
+        }
     }
 }
 
-/// Quantizes every eligible tensor of `input` into `output`; returns the report. Nothing is
-/// written under `output` unless the whole run succeeds, and `input` is only read.
+/// The plan `opts` give for `input`, without computing anything (`--dry-run`).
+pub fn plan_file(input: &Path, opts: &QuantizeOptions) -> Result<(Source, Plan)> {
+    let source = Source::open(input)?;
+    let plan = make_plan(&source, &plan_options(opts))?;
+    check_nonempty(&plan, &source)?;
+    Ok((source, plan))
+}
+
+fn plan_options(opts: &QuantizeOptions) -> PlanOptions<'_> {
+    PlanOptions {
+        rules: &opts.rules,
+        defaults: opts.defaults.clone(),
+        include_1d: opts.include_1d,
+        block_bytes: if opts.block_bytes == 0 {
+            DEFAULT_BLOCK_BYTES
+        } else {
+            opts.block_bytes
+        },
+        max_shard_bytes: opts.max_shard_bytes,
+    }
+}
+
+/// Quantizes `input` (a file or a shard index) into `output`, sharded when the plan says so;
+/// returns the report. Nothing appears under an output name unless the whole run succeeds,
+/// and the input is only read.
 pub fn quantize_file(
     backend: &Backend<'_>,
     input: &Path,
@@ -51,174 +85,552 @@ pub fn quantize_file(
 ) -> Result<Report> {
     let start = Instant::now();
     check_distinct(input, output)?;
-    let ckpt = Checkpoint::open(input)?;
-    let tensors = ckpt.tensors()?;
-    let plan: Vec<Action> = tensors.iter().map(|t| action(t, opts)).collect();
-    preflight(&ckpt, &tensors, &plan, opts)?;
+    let (source, plan) = plan_file(input, opts)?;
+    for shard in source.shard_paths() {
+        check_distinct(shard, output)?;
+    }
+    let paths = shard_paths(output, plan.shards.len())?;
     if let Some(pb) = progress {
-        pb.set_length(tensors.iter().map(|t| t.data.len() as u64).sum());
+        pb.set_length(plan.bytes_in());
     }
-
-    let mut outs: Vec<(String, OutTensor<'_>)> = Vec::new();
-    let mut records = BTreeMap::new();
-    let mut report = Report {
-        input: input.display().to_string(),
-        output: output.display().to_string(),
-        device: device_label(backend),
-        ..Default::default()
-    };
-    let mut total_err = ErrorStats::default();
-    let mut quantized_bits = (0u64, 0u64); // (stored bytes, elements)
-    for (t, act) in tensors.iter().zip(&plan) {
-        let t0 = Instant::now();
-        let bytes_in = t.data.len() as u64;
-        let entry = match act {
-            Action::PassThrough(why) => {
-                outs.push((
-                    t.name.clone(),
-                    OutTensor {
-                        dtype: t.dtype,
-                        shape: t.shape.clone(),
-                        data: Cow::Borrowed(t.data),
-                    },
-                ));
-                TensorReport {
-                    name: t.name.clone(),
-                    shape: t.shape.clone(),
-                    scheme: format!("none ({why})"),
-                    bits_per_weight: t.dtype.bitsize() as f64,
-                    sqnr_db: None,
-                    rel_err: 0.0,
-                    bytes_in,
-                    bytes_out: bytes_in,
-                    seconds: t0.elapsed().as_secs_f64(),
-                }
-            }
-            Action::Quantize => {
-                let wrap = |e: Error| match e {
-                    e @ Error::Tensor { .. } => e,
-                    e => ckpt.tensor_error(&t.name, e.to_string()),
-                };
-                let values = to_f32(&ckpt, t)?;
-                let qt = opts
-                    .method
-                    .quantize(backend, &t.name, &values, &t.shape)
-                    .map_err(wrap)?;
-                let approx = quant::dequantize(backend, &qt).map_err(wrap)?;
-                let err = ErrorStats::measure(&values, &approx);
-                total_err.add(&err);
-                let (record, parts) = disk::to_parts(
-                    &t.name,
-                    &qt,
-                    opts.method.name(),
-                    t.dtype,
-                    opts.method.detail(),
-                )
-                .map_err(wrap)?;
-                let bytes_out: u64 = parts.iter().map(|p| p.data.len() as u64).sum();
-                quantized_bits.0 += qt.storage_bytes() as u64;
-                quantized_bits.1 += qt.numel() as u64;
-                for p in parts {
-                    outs.push((
-                        p.name,
-                        OutTensor {
-                            dtype: p.dtype,
-                            shape: p.shape,
-                            data: Cow::Owned(p.data),
-                        },
-                    ));
-                }
-                records.insert(t.name.clone(), record);
-                TensorReport {
-                    name: t.name.clone(),
-                    shape: t.shape.clone(),
-                    scheme: opts.method.label(),
-                    bits_per_weight: qt.bits_per_weight(),
-                    sqnr_db: err.sqnr_db(),
-                    rel_err: err.rel_err(),
-                    bytes_in,
-                    bytes_out,
-                    seconds: t0.elapsed().as_secs_f64(),
-                }
-            }
-        };
-        if let Some(pb) = progress {
-            pb.inc(bytes_in);
-        }
-        report.tensors.push(entry);
-    }
-    let keep = ckpt.metadata()?;
-    let metadata = disk::metadata(&records, keep.as_ref())?;
-    write_atomic(output, &outs, metadata)?;
-
-    let quantized = records.len();
-    report.totals = Totals {
-        quantized,
-        passed_through: tensors.len() - quantized,
-        bytes_in: report.tensors.iter().map(|t| t.bytes_in).sum(),
-        bytes_out: report.tensors.iter().map(|t| t.bytes_out).sum(),
-        bits_per_weight: quantized_bits.0 as f64 * 8.0 / quantized_bits.1.max(1) as f64,
-        sqnr_db: total_err.sqnr_db(),
-        rel_err: total_err.rel_err(),
-        seconds: start.elapsed().as_secs_f64(),
-    };
-    Ok(report)
+    let (finished, tensors) = stream(backend, &source, &plan, &paths, progress)?;
+    persist_all(finished, &paths, output, &plan)?;
+    Ok(report(backend, input, output, &plan, tensors, start))
 }
 
-/// Every check that needs no computation, so a bad tensor fails the run before any work:
-/// dtypes, shapes against the method, and name clashes with the parts we would write.
-fn preflight(
-    ckpt: &Checkpoint,
-    tensors: &[TensorEntry<'_>],
-    plan: &[Action],
-    opts: &QuantizeOptions,
-) -> Result<()> {
-    let names: HashSet<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
-    for (t, act) in tensors.iter().zip(plan) {
-        if disk::is_part_name(&t.name) {
-            return Err(ckpt.tensor_error(
-                &t.name,
-                "looks like part of an already quantized tensor; quantize the original checkpoint",
-            ));
-        }
-        if *act != Action::Quantize {
-            continue;
-        }
-        if !t.is_supported_float() {
-            return Err(ckpt.tensor_error(
-                &t.name,
-                format!(
-                    "unsupported dtype {:?} (wgquant quantizes F32, F16 and BF16)",
-                    t.dtype
-                ),
-            ));
-        }
-        opts.method
-            .check_shape(&t.shape)
-            .map_err(|e| ckpt.tensor_error(&t.name, e.to_string()))?;
-        for suffix in [
-            disk::CODES,
-            disk::SCALE,
-            disk::ZERO,
-            disk::LEVELS,
-            disk::MASK,
-        ] {
-            let part = format!("{}{suffix}", t.name);
-            if names.contains(part.as_str()) {
-                return Err(ckpt.tensor_error(
-                    &t.name,
-                    format!("output part '{part}' clashes with an input tensor"),
-                ));
+/// Output file names: `output` itself, or `stem-0000k-of-0000n.safetensors` beside it.
+pub fn shard_paths(output: &Path, shards: usize) -> Result<Vec<PathBuf>> {
+    if shards <= 1 {
+        return Ok(vec![output.to_path_buf()]);
+    }
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name
+        .strip_suffix(".safetensors")
+        .ok_or_else(|| Error::Format {
+            path: output.into(),
+            msg: "a sharded output needs a name ending in .safetensors".into(),
+        })?;
+    Ok((1..=shards)
+        .map(|k| output.with_file_name(format!("{stem}-{k:05}-of-{shards:05}.safetensors")))
+        .collect())
+}
+
+/// The index written beside sharded output: `stem.safetensors.index.json`.
+pub fn index_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    output.with_file_name(format!("{name}.index.json"))
+}
+
+/// A row block read and converted.
+enum Block<'a> {
+    /// Bytes copied unchanged.
+    Raw(&'a [u8]),
+    /// Values as f32.
+    Values(Vec<f32>),
+}
+
+struct ReadBlock<'a> {
+    item: usize,
+    rows: std::ops::Range<usize>,
+    block: Block<'a>,
+}
+
+/// A block's results for the writer.
+enum Out<'a> {
+    Raw(&'a [u8]),
+    Bytes(Vec<u8>),
+    Quantized {
+        qt: QuantizedTensor,
+        values: Vec<f32>,
+    },
+}
+
+struct WriteBlock<'a> {
+    item: usize,
+    rows: std::ops::Range<usize>,
+    out: Out<'a>,
+    seconds: f64,
+}
+
+/// Per-tensor results the writer gathers.
+struct Gathered {
+    err: ErrorStats,
+    seconds: f64,
+}
+
+fn stream<'a>(
+    backend: &Backend<'_>,
+    source: &'a Source,
+    plan: &'a Plan,
+    paths: &[PathBuf],
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<(Vec<Finished>, Vec<Gathered>)> {
+    std::thread::scope(|scope| {
+        let (read_tx, read_rx) = sync_channel::<Result<ReadBlock<'a>>>(1);
+        let (write_tx, write_rx) = sync_channel::<WriteBlock<'a>>(1);
+        let reader = scope.spawn(move || read_all(source, plan, read_tx));
+        let writer = scope.spawn(move || write_all(source, plan, paths, write_rx, progress));
+        let computed = compute_all(backend, source, plan, read_rx, write_tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::param("writer", "the writer thread panicked")));
+        // The reader ends on its own once the channel closes.
+        let _ = reader.join();
+        computed?;
+        written
+    })
+}
+
+/// Reader stage: converts each block to f32 (or borrows raw bytes) and sends it on.
+fn read_all<'a>(source: &'a Source, plan: &'a Plan, tx: SyncSender<Result<ReadBlock<'a>>>) {
+    for (i, item) in plan.items.iter().enumerate() {
+        let data = source.data(&item.tensor);
+        let elem = item.tensor.dtype.bitsize() / 8;
+        let row_bytes = item.row_len() * elem;
+        for rows in item.blocks() {
+            let bytes = &data
+                [(rows.start * row_bytes).min(data.len())..(rows.end * row_bytes).min(data.len())];
+            let block = match item.action {
+                Action::Keep(_) => Ok(Block::Raw(bytes)),
+                _ => to_values(source, item, bytes, rows.start * item.row_len()).map(Block::Values),
+            };
+            if !matches!(item.action, Action::Keep(_)) {
+                // Converted: the mapped pages are no longer needed.
+                source.shard(&item.tensor).release(bytes);
             }
+            let failed = block.is_err();
+            if tx
+                .send(block.map(|block| ReadBlock {
+                    item: i,
+                    rows,
+                    block,
+                }))
+                .is_err()
+                || failed
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Converts F32/F16/BF16 bytes to f32, failing on the first non-finite value with its index
+/// in the whole tensor.
+fn to_values(source: &Source, item: &PlanItem, bytes: &[u8], first: usize) -> Result<Vec<f32>> {
+    let entry = super::file::TensorEntry {
+        name: item.tensor.name.clone(),
+        dtype: item.tensor.dtype,
+        shape: vec![bytes.len() * 8 / item.tensor.dtype.bitsize()],
+        data: bytes,
+    };
+    super::file::to_f32(source.shard(&item.tensor), &entry).map_err(|e| match e {
+        Error::Tensor { path, tensor, msg } => Error::Tensor {
+            path,
+            tensor,
+            msg: shift_index(&msg, first),
+        },
+        other => other,
+    })
+}
+
+/// Rewrites "at element N" in a message to "at element first + N".
+fn shift_index(msg: &str, first: usize) -> String {
+    match msg.rsplit_once("at element ") {
+        Some((head, n)) => match n.parse::<usize>() {
+            Ok(n) => format!("{head}at element {}", n + first),
+            Err(_) => msg.to_string(),
+        },
+        None => msg.to_string(),
+    }
+}
+
+/// Compute stage: quantizes or converts each block.
+fn compute_all<'a>(
+    backend: &Backend<'_>,
+    source: &'a Source,
+    plan: &'a Plan,
+    rx: Receiver<Result<ReadBlock<'a>>>,
+    tx: SyncSender<WriteBlock<'a>>,
+) -> Result<()> {
+    for read in rx {
+        let ReadBlock { item, rows, block } = read?;
+        let it = &plan.items[item];
+        let t0 = Instant::now();
+        let out = match (&it.action, block) {
+            (_, Block::Raw(bytes)) => Out::Raw(bytes),
+            (Action::Half(h), Block::Values(v)) => Out::Bytes(from_f32(
+                &v,
+                if *h == Half::F16 {
+                    Dtype::F16
+                } else {
+                    Dtype::BF16
+                },
+            )?),
+            (Action::Quantize(m), Block::Values(v)) => {
+                let mut shape = it.tensor.shape.clone();
+                if let Some(r) = shape.first_mut() {
+                    *r = rows.len();
+                }
+                let qt = m
+                    .quantize(backend, &it.tensor.name, &v, &shape)
+                    .map_err(|e| source.tensor_error(&it.tensor, e.to_string()))?;
+                Out::Quantized { qt, values: v }
+            }
+            (Action::Keep(_), Block::Values(_)) => {
+                return Err(Error::param("pipeline", "kept tensor was converted"));
+            }
+        };
+        let seconds = t0.elapsed().as_secs_f64();
+        if tx
+            .send(WriteBlock {
+                item,
+                rows,
+                out,
+                seconds,
+            })
+            .is_err()
+        {
+            // The writer stopped; its error is reported.
+            return Ok(());
         }
     }
     Ok(())
 }
 
-/// "gpu: adapter" or "cpu".
+/// Writer stage: streams each item's outputs into its shard, the codes part block by block and
+/// the small parameter parts after them; measures the error of quantized blocks.
+fn write_all<'a>(
+    source: &'a Source,
+    plan: &'a Plan,
+    paths: &[PathBuf],
+    rx: Receiver<WriteBlock<'a>>,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<(Vec<Finished>, Vec<Gathered>)> {
+    let mut finished = Vec::new();
+    let mut gathered: Vec<Gathered> = Vec::with_capacity(plan.items.len());
+    let mut rx = rx.into_iter();
+    for (s, range) in plan.shards.iter().enumerate() {
+        let items = &plan.items[range.clone()];
+        let names = items
+            .iter()
+            .flat_map(|i| i.outputs.iter().map(|p| p.name.as_str()));
+        // The records are known in full only once written (Huffman streams' sizes): the
+        // planned ones size the header's reserve.
+        let planned = items.iter().map(|i| (i, i.outputs.clone()));
+        let estimate = disk::metadata(&shard_records(planned), source.metadata())?;
+        let meta_bytes: usize = estimate.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+        let mut w = StreamWriter::create(&paths[s], header_reserve(names, meta_bytes))?;
+        let mut written = Vec::with_capacity(items.len());
+        for (k, item) in items.iter().enumerate() {
+            let index = range.start + k;
+            let (g, specs) = write_item(&mut w, index, item, &mut rx, progress)?;
+            gathered.push(g);
+            written.push((item, specs));
+        }
+        let meta = disk::metadata(&shard_records(written.into_iter()), source.metadata())?;
+        finished.push(w.finish(&meta)?);
+    }
+    Ok((finished, gathered))
+}
+
+/// Writes one item from its blocks; returns what was gathered and the parts as written.
+fn write_item<'a>(
+    w: &mut StreamWriter,
+    index: usize,
+    item: &PlanItem,
+    rx: &mut impl Iterator<Item = WriteBlock<'a>>,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<(Gathered, Vec<PartSpec>)> {
+    if item.outputs.iter().any(|p| !p.sized) {
+        return write_unsized(w, index, item, rx, progress);
+    }
+    let first = &item.outputs[0];
+    w.begin(&first.name, first.dtype, &first.shape)?;
+    // Parts after the first (scales, zero points, levels, masks) are small: gathered, then
+    // written once the streamed part is complete.
+    let mut rest: Vec<Vec<u8>> = vec![Vec::new(); item.outputs.len() - 1];
+    let mut g = Gathered {
+        err: ErrorStats::default(),
+        seconds: 0.0,
+    };
+    for _ in 0..item.blocks().count() {
+        let b = next_block(rx, index, item)?;
+        g.seconds += b.seconds;
+        let t0 = Instant::now();
+        match b.out {
+            Out::Raw(bytes) => w.write(bytes)?,
+            Out::Bytes(bytes) => w.write(&bytes)?,
+            Out::Quantized { qt, values } => {
+                let parts = block_parts(item, &qt)?;
+                w.write(&parts[0].data)?;
+                for (buf, p) in rest.iter_mut().zip(&parts[1..]) {
+                    buf.extend_from_slice(&p.data);
+                }
+                g.err.add(&block_error(&qt, &values)?);
+            }
+        }
+        g.seconds += t0.elapsed().as_secs_f64();
+        tick(progress, item, &b.rows);
+    }
+    w.end()?;
+    for (p, data) in item.outputs[1..].iter().zip(&rest) {
+        w.tensor(&p.name, p.dtype, &p.shape, data)?;
+    }
+    Ok((g, item.outputs.clone()))
+}
+
+/// An item whose parts' sizes are known only once computed (Huffman streams): one block,
+/// its parts written as they came.
+fn write_unsized<'a>(
+    w: &mut StreamWriter,
+    index: usize,
+    item: &PlanItem,
+    rx: &mut impl Iterator<Item = WriteBlock<'a>>,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<(Gathered, Vec<PartSpec>)> {
+    let b = next_block(rx, index, item)?;
+    let Out::Quantized { qt, values } = b.out else {
+        return Err(Error::param(
+            "pipeline",
+            "an unsized item must be quantized",
+        ));
+    };
+    if item.blocks().count() != 1 {
+        return Err(Error::param(
+            "pipeline",
+            "an unsized item must come in one block",
+        ));
+    }
+    let t0 = Instant::now();
+    let parts = block_parts(item, &qt)?;
+    let mut specs = Vec::with_capacity(parts.len());
+    for (p, planned) in parts.iter().zip(&item.outputs) {
+        if p.name != planned.name || p.dtype != planned.dtype {
+            return Err(Error::param(
+                "pipeline",
+                format!("part '{}' differs from the plan", p.name),
+            ));
+        }
+        w.tensor(&p.name, p.dtype, &p.shape, &p.data)?;
+        specs.push(PartSpec {
+            name: p.name.clone(),
+            dtype: p.dtype,
+            shape: p.shape.clone(),
+            sized: true,
+        });
+    }
+    let g = Gathered {
+        err: block_error(&qt, &values)?,
+        seconds: b.seconds + t0.elapsed().as_secs_f64(),
+    };
+    tick(progress, item, &b.rows);
+    Ok((g, specs))
+}
+
+fn next_block<'a>(
+    rx: &mut impl Iterator<Item = WriteBlock<'a>>,
+    index: usize,
+    item: &PlanItem,
+) -> Result<WriteBlock<'a>> {
+    let b = rx.next().ok_or_else(|| {
+        Error::param(
+            "pipeline",
+            format!("stream ended before tensor '{}'", item.tensor.name),
+        )
+    })?;
+    if b.item != index {
+        return Err(Error::param("pipeline", "blocks arrived out of order"));
+    }
+    Ok(b)
+}
+
+/// The stored parts of one block of a quantized item.
+fn block_parts(item: &PlanItem, qt: &QuantizedTensor) -> Result<Vec<disk::Part>> {
+    let Action::Quantize(m) = &item.action else {
+        return Err(Error::param(
+            "pipeline",
+            "quantized block of an item that is not quantized",
+        ));
+    };
+    let (_, parts) = disk::to_parts(
+        &item.tensor.name,
+        qt,
+        m.name(),
+        item.tensor.dtype,
+        None,
+        m.storage(),
+    )?;
+    Ok(parts)
+}
+
+/// Σx² and Σ(x − x̂)² of a quantized block against its values.
+fn block_error(qt: &QuantizedTensor, values: &[f32]) -> Result<ErrorStats> {
+    let approx = quant::dequantize(&Backend::Cpu, qt)?;
+    Ok(ErrorStats::measure(values, &approx))
+}
+
+fn tick(progress: Option<&indicatif::ProgressBar>, item: &PlanItem, rows: &std::ops::Range<usize>) {
+    if let Some(pb) = progress {
+        let elem = item.tensor.dtype.bitsize() / 8;
+        pb.inc((rows.len() * item.row_len() * elem) as u64);
+    }
+}
+
+/// Metadata records of items with the parts they are (or will be) stored as.
+fn shard_records<'p>(
+    items: impl Iterator<Item = (&'p PlanItem, Vec<PartSpec>)>,
+) -> BTreeMap<String, TensorRecord> {
+    items
+        .filter_map(|(item, specs)| {
+            let t = &item.tensor;
+            let rec = match &item.action {
+                Action::Keep(_) => return None,
+                Action::Quantize(m) => m.record(&t.shape, t.dtype, &specs),
+                Action::Half(h) => disk::record(
+                    "cast",
+                    None,
+                    None,
+                    16,
+                    crate::format::Granularity::Tensor,
+                    &t.shape,
+                    t.dtype,
+                    Some(format!(
+                        "stored as {}",
+                        if *h == Half::F16 { "F16" } else { "BF16" }
+                    )),
+                    None,
+                    &specs,
+                ),
+            };
+            Some((t.name.clone(), rec))
+        })
+        .collect()
+}
+
+/// Renames every finished shard (and writes the index for sharded output) only now that all
+/// are complete.
+fn persist_all(
+    finished: Vec<Finished>,
+    paths: &[PathBuf],
+    output: &Path,
+    plan: &Plan,
+) -> Result<()> {
+    let index = if paths.len() > 1 {
+        let mut weight_map = BTreeMap::new();
+        for (s, range) in plan.shards.iter().enumerate() {
+            let file = paths[s]
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            for item in &plan.items[range.clone()] {
+                for p in &item.outputs {
+                    weight_map.insert(p.name.clone(), file.clone());
+                }
+            }
+        }
+        let total: u64 = plan.bytes_out();
+        let json =
+            serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+        let path = index_path(output);
+        let io = |e: std::io::Error| Error::io(&path, plain_os_error(e));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".wgquant-")
+            .suffix(".partial")
+            .tempfile_in(dir)
+            .map_err(io)?;
+        let text = serde_json::to_string_pretty(&json)
+            .map_err(|e| Error::param("index", e.to_string()))?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
+        Some((tmp, path))
+    } else {
+        None
+    };
+    for f in finished {
+        f.persist()?;
+    }
+    if let Some((tmp, path)) = index {
+        tmp.persist(&path)
+            .map_err(|e| Error::io(&path, plain_os_error(e.error)))?;
+    }
+    Ok(())
+}
+
+fn report(
+    backend: &Backend<'_>,
+    input: &Path,
+    output: &Path,
+    plan: &Plan,
+    gathered: Vec<Gathered>,
+    start: Instant,
+) -> Report {
+    let mut total_err = ErrorStats::default();
+    let (mut q_bytes, mut q_elems, mut quantized) = (0u64, 0u64, 0usize);
+    let tensors: Vec<TensorReport> = plan
+        .items
+        .iter()
+        .zip(gathered)
+        .map(|(item, g)| {
+            let t = &item.tensor;
+            let bytes_out = item.bytes_out() as u64;
+            let is_quant = matches!(item.action, Action::Quantize(_));
+            if is_quant {
+                total_err.add(&g.err);
+                q_bytes += bytes_out;
+                q_elems += t.numel() as u64;
+                quantized += 1;
+            }
+            TensorReport {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                scheme: item.action.label(),
+                bits_per_weight: bytes_out as f64 * 8.0 / t.numel().max(1) as f64,
+                sqnr_db: if is_quant { g.err.sqnr_db() } else { None },
+                rel_err: if is_quant { g.err.rel_err() } else { 0.0 },
+                bytes_in: t.bytes() as u64,
+                bytes_out,
+                seconds: g.seconds,
+            }
+        })
+        .collect();
+    Report {
+        input: input.display().to_string(),
+        output: output.display().to_string(),
+        device: device_label(backend),
+        totals: Totals {
+            quantized,
+            passed_through: plan.items.len() - quantized,
+            bytes_in: plan.bytes_in(),
+            bytes_out: plan.bytes_out(),
+            bits_per_weight: q_bytes as f64 * 8.0 / q_elems.max(1) as f64,
+            sqnr_db: total_err.sqnr_db(),
+            rel_err: total_err.rel_err(),
+            seconds: start.elapsed().as_secs_f64(),
+        },
+        tensors,
+    }
+}
+
+/// "gpu: adapter" or "cpu: N threads".
 pub fn device_label(backend: &Backend<'_>) -> String {
     match backend {
         Backend::Gpu(ctx) => format!("gpu: {}", ctx.adapter_summary()),
         Backend::Cpu => format!("cpu: {} threads", rayon::current_num_threads()),
     }
+}
+
+/// Metadata keys a plain copy of `meta` keeps (everything but wgquant's own).
+pub fn user_metadata(meta: Option<&HashMap<String, String>>) -> HashMap<String, String> {
+    let mut out = meta.cloned().unwrap_or_default();
+    out.retain(|k, _| k != disk::FILE_KEY && !k.starts_with(disk::TENSOR_KEY_PREFIX));
+    out
 }

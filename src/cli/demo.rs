@@ -5,13 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use wgquant::affine::{AffineMode, AffineScheme};
 use wgquant::checkpoint::report::ErrorStats;
 use wgquant::checkpoint::synthetic::{self, SyntheticSpec};
 use wgquant::checkpoint::{self, Checkpoint, QuantizeOptions};
-use wgquant::format::Granularity;
-use wgquant::quant::uniform::{Calibration, UniformConfig};
-use wgquant::quant::{Backend, Method};
+use wgquant::quant::Backend;
+use wgquant::quant::spec::{MethodArgs, resolve};
 
 use super::{CliError, DeviceChoice, open_device};
 use crate::outln;
@@ -27,29 +25,49 @@ pub struct DemoArgs {
 }
 
 /// The schemes the demo runs: every bit width, mode, granularity and calibration.
-fn schemes() -> Result<Vec<Method>, CliError> {
-    use AffineMode::*;
-    use Calibration::*;
-    let m = |bits, mode, granularity, calibration| -> Result<Method, CliError> {
-        Ok(Method::Uniform(UniformConfig {
-            scheme: AffineScheme::new(bits, mode)?,
-            granularity,
-            calibration,
-        }))
+fn schemes() -> Vec<MethodArgs> {
+    let m = |scheme: &str, mode: &str, granularity: &str, calib: &str| MethodArgs {
+        scheme: Some(scheme.into()),
+        mode: Some(mode.into()),
+        granularity: Some(granularity.into()),
+        calib: Some(calib.into()),
+        ..Default::default()
     };
-    Ok(vec![
-        m(8, SymmetricRestricted, Granularity::Tensor, AbsMax)?,
-        m(8, Symmetric, Granularity::Channel, AbsMax)?,
-        m(8, Asymmetric, Granularity::Channel, MinMax)?,
-        m(4, Symmetric, Granularity::Channel, AbsMax)?,
-        m(4, Symmetric, Granularity::Group(128), AbsMax)?,
-        m(4, Symmetric, Granularity::Channel, Percentile(99.9))?,
-        m(4, Asymmetric, Granularity::Group(64), Mse)?,
-        m(3, Symmetric, Granularity::Channel, Mse)?,
-        m(3, Asymmetric, Granularity::Group(32), MinMax)?,
-        m(2, Symmetric, Granularity::Channel, Mse)?,
-        m(2, Asymmetric, Granularity::Group(32), Mse)?,
-    ])
+    let codebook = |scheme: &str, granularity: &str| MethodArgs {
+        scheme: Some(scheme.into()),
+        granularity: Some(granularity.into()),
+        ..Default::default()
+    };
+    vec![
+        m("int8", "restricted", "tensor", "absmax"),
+        m("int8", "symmetric", "channel", "absmax"),
+        m("int8", "asymmetric", "channel", "minmax"),
+        m("int4", "symmetric", "channel", "absmax"),
+        m("int4", "symmetric", "group:128", "absmax"),
+        m("int4", "symmetric", "channel", "percentile:99.9"),
+        m("int4", "asymmetric", "group:64", "mse"),
+        m("int3", "symmetric", "channel", "mse"),
+        m("int3", "asymmetric", "group:32", "minmax"),
+        m("int2", "symmetric", "channel", "mse"),
+        m("int2", "asymmetric", "group:32", "mse"),
+        codebook("weq4", "channel"),
+        codebook("weq3", "tensor"),
+        codebook("lin4", "channel"),
+        codebook("exp4", "channel"),
+        codebook("exp3", "channel"),
+        MethodArgs {
+            scheme: Some("dc".into()),
+            sparsity: Some(0.5),
+            bits: Some(5),
+            ..Default::default()
+        },
+        MethodArgs {
+            scheme: Some("dc".into()),
+            sparsity: Some(0.9),
+            bits: Some(4),
+            ..Default::default()
+        },
+    ]
 }
 
 /// One scheme on one backend: output size, round-trip error, seconds, decoded values.
@@ -63,7 +81,7 @@ struct Run {
 
 fn run_one(
     backend: &Backend<'_>,
-    method: Method,
+    method: &MethodArgs,
     dir: &Path,
     tag: &str,
     model: &Path,
@@ -71,10 +89,7 @@ fn run_one(
 ) -> Result<Run, CliError> {
     let qpath = dir.join(format!("{tag}.safetensors"));
     let dpath = dir.join(format!("{tag}.dequantized.safetensors"));
-    let opts = QuantizeOptions {
-        method,
-        include_1d: false,
-    };
+    let opts = QuantizeOptions::with_defaults(method.clone());
     let t0 = Instant::now();
     let report = checkpoint::quantize_file(backend, model, &qpath, &opts, None)?;
     let seconds = t0.elapsed().as_secs_f64();
@@ -169,7 +184,8 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         "CPU s",
         "GPU=CPU"
     );
-    for (i, method) in schemes()?.into_iter().enumerate() {
+    for (i, method) in schemes().iter().enumerate() {
+        let label = resolve(method).map_err(CliError::Other)?.label();
         let cpu = run_one(
             &Backend::Cpu,
             method,
@@ -202,7 +218,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         };
         outln!(
             "{:<34} {:>7.3} {:>10} {:>8} {:>8} {:>8.3} {:>9}",
-            method.label(),
+            label,
             cpu.bits_per_weight,
             cpu.file_bytes,
             sqnr,

@@ -1,18 +1,23 @@
 //! Argument parsing and the subcommands. Each subcommand turns its arguments into library
 //! calls; nothing here computes.
 
-mod bench;
+mod bench_checkpoint;
+mod bench_matmul;
 mod demo;
+mod study;
+mod study_discretize;
+mod study_weq;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use wgquant::affine::{AffineMode, AffineScheme};
+use wgquant::checkpoint::rules::Rules;
 use wgquant::checkpoint::{self, QuantizeOptions};
 use wgquant::format::Granularity;
 use wgquant::gpu::{self, Context};
-use wgquant::quant::uniform::{Calibration, UniformConfig};
-use wgquant::quant::{Backend, Method};
+use wgquant::quant::Backend;
+use wgquant::quant::spec::{MethodArgs, resolve};
+use wgquant::quant::uniform::Calibration;
 
 /// Quantize neural-network checkpoints with WebGPU compute shaders (any Vulkan, Metal, DX12
 /// or GL device), with a CPU implementation of every operation.
@@ -33,10 +38,23 @@ enum Command {
     Inspect(InspectArgs),
     /// Quantize a built-in synthetic transformer with every scheme on GPU and CPU.
     Demo(demo::DemoArgs),
+    /// Compare methods on synthetic tensors and checkpoint weights (`study weq`).
+    Study(study::StudyArgs),
     /// List the GPU adapters wgpu can see and the one wgquant would pick.
     Adapters,
-    /// Time kernels and print a table (`wgquant bench matmul`).
-    Bench(bench::BenchArgs),
+    /// Measurements at scale.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Quantize a synthetic multi-GB BF16 checkpoint (int4 group-128) on GPU and CPU: wall
+    /// time, input GB/s, peak RSS.
+    Checkpoint(bench_checkpoint::CheckpointBenchArgs),
+    /// The dequantizing matmul at LLM shapes: GB/s of W, GFLOP/s, against the f32 kernel, the
+    /// CPU twin and the copy shader.
+    Matmul(bench_matmul::MatmulBenchArgs),
 }
 
 /// Where to run.
@@ -50,45 +68,119 @@ pub enum DeviceChoice {
     Cpu,
 }
 
-/// Range placement, as spelled on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum ModeArg {
-    /// Signed codes [−2^(b−1), 2^(b−1)−1], zero point 0.
-    Symmetric,
-    /// Signed codes [−(2^(b−1)−1), 2^(b−1)−1] (TFLite int8).
-    Restricted,
-    /// Unsigned codes with a zero point.
-    Asymmetric,
-}
-
 #[derive(Debug, clap::Args)]
 struct QuantizeArgs {
-    /// Input .safetensors file (only read).
+    /// Input .safetensors file, or a sharded checkpoint's .safetensors.index.json (only read).
     input: PathBuf,
-    /// Output file (written atomically).
+    /// Output file (written atomically; sharded as NAME-0000k-of-0000n.safetensors with
+    /// NAME.safetensors.index.json when --max-shard-size splits it).
     #[arg(short, long)]
     output: PathBuf,
-    /// intN with N in 1..=8: int8, int4, int3, int2, …
-    #[arg(long, default_value = "int8", value_parser = parse_scheme)]
-    scheme: u32,
-    /// Range placement.
-    #[arg(long, value_enum, default_value_t = ModeArg::Symmetric)]
-    mode: ModeArg,
-    /// tensor, channel, or group:N (N consecutive elements of the last axis).
-    #[arg(long, default_value = "channel")]
-    granularity: Granularity,
-    /// minmax, absmax, percentile:P or mse (default: absmax if symmetric, else minmax).
+    /// intN (uniform affine, N = 1..8: int8, int4, int3, int2, …), weqN (weighted-entropy
+    /// codebook), linN / expN (correlation-maximising discretization, N = 2..8), dc (Deep
+    /// Compression), f16 or bf16; with --format gguf: q8_0, q4_0, f16 or f32.
+    #[arg(long, default_value = "int8", value_parser = check_scheme)]
+    scheme: String,
+    /// safetensors (wgquant's self-describing layout) or gguf (llama.cpp blocks).
+    #[arg(long, value_enum, default_value_t = Format::Safetensors)]
+    format: Format,
+    /// symmetric (default), restricted (TFLite int8, [−127, 127]) or asymmetric; intN only.
     #[arg(long)]
-    calib: Option<Calibration>,
+    mode: Option<String>,
+    /// tensor, channel, or group:N (N consecutive elements of the last axis) [default:
+    /// channel; dc: tensor].
+    #[arg(long, value_parser = check_granularity)]
+    granularity: Option<String>,
+    /// minmax, absmax, percentile:P or mse (default: absmax if symmetric, else minmax).
+    #[arg(long, value_parser = check_calib)]
+    calib: Option<String>,
+    /// A TOML file of per-tensor rules (name globs or regexes to settings or skip; first match
+    /// wins).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Print the plan (tensor, shape, action, bytes before and after) and stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// Split the output into shards of at most this size (e.g. 2GB, 500MiB, 1000000).
+    #[arg(long, value_parser = parse_size)]
+    max_shard_size: Option<u64>,
     /// Also quantize 1-D tensors (norms, biases).
     #[arg(long)]
     include_1d: bool,
+    /// dc: fraction of each tensor's weights pruned by magnitude [default: 0.5].
+    #[arg(long)]
+    sparsity: Option<f32>,
+    /// dc: bits per shared-weight code (2^B k-means centroids per tensor), 1..=8 [default: 5].
+    #[arg(long)]
+    bits: Option<u32>,
+    /// dc: width of the relative index of the sparse storage, 1..=16 [default: 5].
+    #[arg(long)]
+    index_bits: Option<u32>,
+    /// dc: k-means initialisation: linear, forgy or density [default: linear].
+    #[arg(long)]
+    kmeans_init: Option<String>,
+    /// dc: k-means iteration cap [default: 30].
+    #[arg(long)]
+    kmeans_iters: Option<u32>,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Write a JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+}
+
+fn check_scheme(s: &str) -> Result<String, String> {
+    if checkpoint::gguf::parse_type(s).is_some() {
+        return Ok(s.to_string());
+    }
+    resolve(&MethodArgs {
+        scheme: Some(s.into()),
+        ..Default::default()
+    })
+    .map(|_| s.to_string())
+}
+
+/// Output file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// .safetensors with wgquant's per-tensor records.
+    Safetensors,
+    /// GGUF v3 with F16 / Q8_0 / Q4_0 blocks.
+    Gguf,
+}
+
+fn check_granularity(s: &str) -> Result<String, String> {
+    s.parse::<Granularity>().map(|_| s.to_string())
+}
+
+fn check_calib(s: &str) -> Result<String, String> {
+    s.parse::<Calibration>().map(|_| s.to_string())
+}
+
+/// Bytes from `123`, `500MB`, `2GB`, `1GiB`, `64MiB`, `10kB`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit '{other}'")),
+    };
+    let bytes = (n * mult).round();
+    if bytes < 1.0 {
+        return Err(format!("size '{s}' must be positive"));
+    }
+    Ok(bytes as u64)
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,19 +202,6 @@ struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_scheme(s: &str) -> Result<u32, String> {
-    let bits = s
-        .strip_prefix("int")
-        .ok_or_else(|| format!("'{s}' is not intN (int8, int4, int3, int2)"))?;
-    let bits: u32 = bits.parse().map_err(|_| format!("'{s}' is not intN"))?;
-    if !(1..=8).contains(&bits) {
-        return Err(format!(
-            "bits {bits} out of range: packed codes take 1 to 8 bits"
-        ));
-    }
-    Ok(bits)
 }
 
 /// Errors the CLI prints: the library's, or its own.
@@ -188,8 +267,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dequantize(a) => dequantize(a),
         Command::Inspect(a) => inspect(a),
         Command::Demo(a) => demo::run(a),
+        Command::Study(a) => study::run(a),
         Command::Adapters => adapters(),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(BenchCommand::Checkpoint(a)) => bench_checkpoint::run(a),
+        Command::Bench(BenchCommand::Matmul(a)) => bench_matmul::run(a),
     }
 }
 
@@ -204,30 +285,76 @@ fn progress_bar() -> indicatif::ProgressBar {
 }
 
 fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
-    let mode = match a.mode {
-        ModeArg::Symmetric => AffineMode::Symmetric,
-        ModeArg::Restricted => AffineMode::SymmetricRestricted,
-        ModeArg::Asymmetric => AffineMode::Asymmetric,
+    if a.format == Format::Gguf {
+        return quantize_gguf(a);
+    }
+    let defaults = MethodArgs {
+        scheme: Some(a.scheme.clone()),
+        mode: a.mode.clone(),
+        granularity: a.granularity.clone(),
+        calib: a.calib.clone(),
+        sparsity: a.sparsity,
+        bits: a.bits,
+        index_bits: a.index_bits,
+        kmeans_init: a.kmeans_init.clone(),
+        kmeans_iters: a.kmeans_iters,
     };
-    let scheme = AffineScheme::new(a.scheme, mode)?;
-    let calibration = a.calib.unwrap_or(if scheme.is_symmetric() {
-        Calibration::AbsMax
-    } else {
-        Calibration::MinMax
-    });
-    let method = Method::Uniform(UniformConfig {
-        scheme,
-        granularity: a.granularity,
-        calibration,
-    });
+    // The defaults must make sense on their own, before any file is touched.
+    resolve(&defaults).map_err(CliError::Other)?;
+    let rules = match &a.rules {
+        Some(path) => Rules::load(path)?,
+        None => Rules::default(),
+    };
+    let opts = QuantizeOptions {
+        defaults,
+        rules,
+        include_1d: a.include_1d,
+        max_shard_bytes: a.max_shard_size,
+        block_bytes: 0,
+    };
+    if a.dry_run {
+        let (_, plan) = checkpoint::quantize::plan_file(&a.input, &opts)?;
+        emit(&plan.table());
+        return Ok(());
+    }
     let ctx = open_device(a.device)?;
     let backend = backend(&ctx);
-    let opts = QuantizeOptions {
-        method,
-        include_1d: a.include_1d,
-    };
     let pb = progress_bar();
     let report = checkpoint::quantize_file(&backend, &a.input, &a.output, &opts, Some(&pb))?;
+    pb.finish_and_clear();
+    emit(&report.table());
+    if report.tensors.iter().any(|t| t.scheme.starts_with("dc ")) {
+        // Deep Compression's stages, as its paper reports them.
+        let path = if opts.max_shard_bytes.is_some() {
+            checkpoint::quantize::index_path(&a.output)
+        } else {
+            a.output.clone()
+        };
+        emit(&checkpoint::compression::compression_report(&path)?.table());
+    }
+    if let Some(path) = a.report {
+        let json =
+            serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;
+        write_text(&path, &json)?;
+    }
+    Ok(())
+}
+
+/// `quantize --format gguf`: llama.cpp's block types, encoded on the CPU.
+fn quantize_gguf(a: QuantizeArgs) -> Result<(), CliError> {
+    let ty = checkpoint::gguf::parse_type(&a.scheme).ok_or_else(|| {
+        CliError::Other(format!(
+            "--format gguf takes --scheme q8_0, q4_0, f16 or f32, not '{}'",
+            a.scheme
+        ))
+    })?;
+    if a.rules.is_some() || a.max_shard_size.is_some() || a.dry_run {
+        return Err(CliError::Other(
+            "--format gguf does not take --rules, --max-shard-size or --dry-run".into(),
+        ));
+    }
+    let pb = progress_bar();
+    let report = checkpoint::gguf::export_gguf(&a.input, &a.output, ty, Some(&pb))?;
     pb.finish_and_clear();
     emit(&report.table());
     if let Some(path) = a.report {

@@ -47,14 +47,27 @@ pub fn ema_update(
             "batch and state ranges differ in size",
         ));
     }
+    // A side without finite values (the empty range) never enters the average; mirrors
+    // `ema_update` in minmax.wgsl.
     for (s, b) in state.iter_mut().zip(batch) {
+        let count = s.nonfinite + b.nonfinite;
         *s = if first {
             *b
+        } else if !(b.lo <= b.hi) {
+            GroupRange {
+                nonfinite: count,
+                ..*s
+            }
+        } else if !(s.lo <= s.hi) {
+            GroupRange {
+                nonfinite: count,
+                ..*b
+            }
         } else {
             GroupRange {
                 lo: s.lo + momentum * (b.lo - s.lo),
                 hi: s.hi + momentum * (b.hi - s.hi),
-                nonfinite: s.nonfinite + b.nonfinite,
+                nonfinite: count,
                 _pad: 0,
             }
         };

@@ -56,7 +56,7 @@ impl<'a> QWeight<'a> {
                 zero: (!scheme.is_symmetric()).then_some(zero_point.as_slice()),
                 qmin: scheme.qmin(),
             },
-            Encoding::Codebook { levels } => Params::Codebook { levels },
+            Encoding::Codebook { levels, .. } => Params::Codebook { levels },
         };
         Ok(Self {
             layout,

@@ -2,8 +2,11 @@
 //! its on-disk description.
 
 pub mod disk;
+pub mod gguf;
+pub mod huffman;
 pub mod pack;
 pub mod quantized;
+pub mod sparse;
 pub mod weight;
 
 pub use quantized::{Encoding, Granularity, QuantizedTensor};

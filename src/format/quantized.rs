@@ -98,6 +98,11 @@ pub enum Encoding {
     Codebook {
         /// `2^bits` levels per group, groups consecutive.
         levels: Vec<f32>,
+        /// The decision thresholds that assigned the codes, when they are not the midpoints
+        /// of the levels (WEQ's cluster boundaries): `2^bits` per group, the first
+        /// `2^bits − 1` sorted, a value's code being the number at or below it. Only
+        /// re-quantization needs them, so they do not count as stored bits per weight.
+        thresholds: Option<Vec<f32>>,
     },
 }
 
@@ -150,7 +155,7 @@ impl QuantizedTensor {
                         zero_point.len() * 4
                     }
             }
-            Encoding::Codebook { levels } => levels.len() * 4,
+            Encoding::Codebook { levels, .. } => levels.len() * 4,
         };
         self.codes.len() * 4 + params + self.mask.as_ref().map_or(0, |m| m.len() * 4)
     }
@@ -199,7 +204,15 @@ impl QuantizedTensor {
                     ));
                 }
             }
-            Encoding::Codebook { levels } => {
+            Encoding::Codebook { levels, thresholds } => {
+                if let Some(t) = thresholds {
+                    if t.len() != levels.len() {
+                        return Err(Error::shape(
+                            op,
+                            format!("{} thresholds for {} levels", t.len(), levels.len()),
+                        ));
+                    }
+                }
                 if levels.len() != groups << self.bits {
                     return Err(Error::shape(
                         op,

@@ -67,7 +67,10 @@ pub fn encode(
     let pipeline = ctx.pipeline(&SHADER, "affine_params")?;
     // Groups per dispatch: bounded by the 16-byte range window.
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(16));
-    let per_chunk = ((ctx.work_limits().max_binding_bytes - align) / 16).max(1);
+    let grid =
+        u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2) * u64::from(WORKGROUP_SIZE);
+    let per_chunk =
+        ((ctx.work_limits().max_binding_bytes.saturating_sub(align)) / 16).clamp(1, grid);
     let mut first = 0;
     while first < groups {
         let chunk = first..(first + per_chunk).min(groups);

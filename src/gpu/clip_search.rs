@@ -43,9 +43,6 @@ pub struct ClipSearchParams {
 }
 const _: () = assert!(std::mem::size_of::<ClipSearchParams>() == 80);
 
-/// Largest tile, as for minmax.
-const MAX_TILE: u64 = 8192;
-
 /// Default number of candidate ratios: 1.00, 0.99, …, 0.01.
 pub const DEFAULT_CANDIDATES: u32 = 100;
 
@@ -67,7 +64,7 @@ pub fn encode(
     if candidates == 0 {
         return Err(Error::param("clip_search", "no candidate ratios"));
     }
-    let plan = TilePlan::new(input.numel(), group_len, MAX_TILE)?;
+    let plan = TilePlan::on(ctx, input.numel(), group_len)?;
     let groups = plan.num_groups();
     if ranges.byte_len() != groups * 16 || best.byte_len() != groups * 16 {
         return Err(Error::shape(
@@ -91,6 +88,7 @@ pub fn encode(
     };
     let pipeline = ctx.pipeline(&SHADER, "clip_errors")?;
     for chunk in plan.chunks(ctx, 4, 0) {
+        // (ranges and outputs are 16-byte GroupRanges: 4 words per group)
         let values_w = window_for(ctx, input.offset(), &chunk.elems, 4)?;
         let (ranges_w, best_w) = group_windows(ctx, ranges, best, &chunk)?;
         let mut tiles = plan.params(&chunk, &values_w, &ranges_w, 0);

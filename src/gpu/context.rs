@@ -28,6 +28,8 @@ pub struct Context {
     limits: wgpu::Limits,
     work: WorkLimits,
     pipelines: Arc<Mutex<HashMap<String, wgpu::ComputePipeline>>>,
+    /// Why the device was lost, once it has been (only tracked on devices wgquant created).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -144,7 +146,15 @@ impl Context {
                 msg: e.to_string(),
             }
         })?;
-        Ok(Self::from_device(device, queue))
+        let ctx = Self::from_device(device, queue);
+        // Our own device: record its loss so later errors can say what happened. (An adopted
+        // device keeps its host's callback.)
+        let lost = ctx.lost.clone();
+        ctx.device.set_device_lost_callback(move |reason, msg| {
+            let mut slot = lost.lock().unwrap_or_else(|p| p.into_inner());
+            *slot = Some(format!("{reason:?}: {msg}"));
+        });
+        Ok(ctx)
     }
 
     /// Adopts a host engine's device and queue. wgquant records into the host's command
@@ -165,6 +175,7 @@ impl Context {
             limits,
             work,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
+            lost: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -220,6 +231,11 @@ impl Context {
     /// Whether this is a software adapter (llvmpipe, lavapipe, WARP).
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Why the device was lost, if it was (devices wgquant created).
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Runs `f` on the pipeline cache (compiled pipelines keyed by shader, entry and overrides).

@@ -1,8 +1,8 @@
-//! Launcher for `shaders/copy.wgsl`: a plain word copy, the roofline benches read kernel
-//! throughput against. CPU twin: `src/cpu/copy.rs`.
+//! Launcher for `shaders/copy.wgsl`: a plain word copy with fake_quant's access pattern, the
+//! device's roofline in benches. CPU twin: `src/cpu/copy.rs`.
 
 use super::context::Context;
-use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE, chunks, window};
+use super::dispatch::{self, COMMON_WGSL, Shader, WORKGROUP_SIZE};
 use super::tensor::GpuTensor;
 use crate::error::{Error, Result};
 
@@ -21,17 +21,17 @@ const ELEMS_PER_THREAD: u32 = 4;
 pub struct CopyParams {
     /// Words in this dispatch.
     pub len: u32,
-    /// First word in the bound source window.
+    /// Index of the dispatch's first word in the bound source window.
     pub src_base: u32,
-    /// First word in the bound destination window.
+    /// Index of the dispatch's first word in the bound destination window.
     pub dst_base: u32,
-    /// Workgroups with work.
+    /// Workgroups the dispatch covers.
     pub num_workgroups: u32,
 }
 const _: () = assert!(std::mem::size_of::<CopyParams>() == 16);
 
-/// Records `dst = src` (same element type and count, no overlap), one dispatch per chunk that
-/// fits a binding.
+/// Records `dst = src` (same element type and count, no overlap), one dispatch per chunk
+/// that fits a binding.
 pub fn encode(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -49,10 +49,10 @@ pub fn encode(
         return Err(Error::param("copy", "source and destination overlap"));
     }
     let pipeline = ctx.pipeline(&SHADER, "copy_words")?;
-    for chunk in chunks(ctx, src.numel() as u64, 1) {
+    for chunk in dispatch::chunks(ctx, src.numel() as u64, 1) {
         let len = chunk.end - chunk.start;
-        let src_w = window(ctx, src.offset(), chunk.start, len)?;
-        let dst_w = window(ctx, dst.offset(), chunk.start, len)?;
+        let src_w = dispatch::window(ctx, src.offset(), chunk.start, len)?;
+        let dst_w = dispatch::window(ctx, dst.offset(), chunk.start, len)?;
         let params = CopyParams {
             len: len as u32,
             src_base: src_w.base,

@@ -194,9 +194,15 @@ impl Context {
         let oom_err = pollster::block_on(oom.pop());
         let validation_err = pollster::block_on(validation.pop());
         if let Some(e) = oom_err.or(validation_err) {
+            // A lost device reports through its callback, which runs when the device is polled.
+            let _ = device.poll(wgpu::PollType::Poll);
+            let msg = match self.lost_reason() {
+                Some(reason) => format!("the GPU device was lost ({reason})"),
+                None => e.to_string(),
+            };
             return Err(Error::Device {
                 op: op.to_string(),
-                msg: e.to_string(),
+                msg,
             });
         }
         out

@@ -121,8 +121,15 @@ pub fn encode(
     };
     let budget = ctx.work_limits().max_binding_bytes / 4 - 256;
     // Elements per histogram dispatch: bounded by the values and by the histogram window.
-    let groups_per_chunk = (budget / u64::from(bins)).saturating_sub(2).max(1);
-    let elems_per_chunk = budget.min(groups_per_chunk * group_len as u64).max(1);
+    // Per group: `bins` histogram words, and 4 words of input and of output range.
+    let groups_per_chunk = (budget / u64::from(bins).max(4)).saturating_sub(2).max(1);
+    let grid =
+        u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2) * u64::from(WORKGROUP_SIZE);
+    let elems_per_chunk = budget
+        .min(groups_per_chunk * group_len as u64)
+        .min(grid * u64::from(ELEMS_PER_THREAD))
+        .max(1);
+    let groups_per_chunk = groups_per_chunk.min(grid);
     let hist_pipeline = ctx.pipeline(&SHADER, "histogram")?;
     let mut e0 = 0;
     while e0 < n {

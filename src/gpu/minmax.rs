@@ -37,9 +37,6 @@ pub struct MinMaxParams {
 }
 const _: () = assert!(std::mem::size_of::<MinMaxParams>() == 64);
 
-/// Largest tile: 8192 elements keep 32 lanes busy on 256 elements each.
-const MAX_TILE: u64 = 8192;
-
 /// Words per `GroupRange`.
 const RANGE_WORDS: usize = 4;
 
@@ -58,7 +55,7 @@ pub fn encode(
     ranges: &GpuTensor,
 ) -> Result<()> {
     input.expect_dtype("minmax", ElemType::F32)?;
-    let mut plan = TilePlan::new(input.numel(), group_len, MAX_TILE)?;
+    let mut plan = TilePlan::on(ctx, input.numel(), group_len)?;
     check_ranges(ranges, plan.num_groups())?;
     let mut source = (input.clone(), "reduce_values", 4u64);
     loop {
@@ -72,10 +69,10 @@ pub fn encode(
         if last {
             return Ok(());
         }
-        plan = TilePlan::new(
+        plan = TilePlan::on(
+            ctx,
             plan.num_tiles() as usize,
             plan.tiles_per_group as usize,
-            MAX_TILE,
         )?;
         source = (target, "reduce_partials", 16);
     }
@@ -104,7 +101,8 @@ fn reduce_pass(
     target: &GpuTensor,
 ) -> Result<()> {
     let pipeline = ctx.pipeline(&SHADER, entry)?;
-    for chunk in plan.chunks(ctx, 1, RANGE_WORDS as u64) {
+    // A later pass reads 16-byte partial ranges: its windows are sized by that.
+    for chunk in plan.chunks_of(ctx, *elem_size / 4, 1, RANGE_WORDS as u64) {
         let input_w = window_for(ctx, src.offset(), &chunk.elems, *elem_size)?;
         let out_w = window_for(ctx, target.offset(), &chunk.tiles, 16)?;
         let params = MinMaxParams {

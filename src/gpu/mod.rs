@@ -9,19 +9,30 @@ pub mod codebook_dequantize;
 pub mod context;
 pub mod copy;
 pub mod dequantize;
+pub mod discretize;
 pub mod dispatch;
+pub mod elementwise;
 pub mod fake_quant;
 pub mod histogram;
 pub mod int8_matmul;
+pub mod kmeans;
+pub mod lsq;
+pub mod lsq_init;
 pub mod matmul;
 pub mod minmax;
+pub mod optimizer;
+pub mod prune;
 pub mod qmatmul;
 pub mod quantize_pack;
 pub mod qweight;
+pub mod relu;
 pub mod requantize;
 pub mod segments;
+pub mod softmax_xent;
 pub mod tensor;
 pub mod tiles;
+pub mod weq_histogram;
+pub mod weq_sweep;
 
 pub use context::{Context, WorkLimits, describe_adapter, list_adapters};
 pub use dispatch::{PipelineOptions, Shader, WORKGROUP_SIZE, Window};
@@ -40,10 +51,20 @@ pub fn all_shaders() -> Vec<Shader> {
         codebook_assign::SHADER,
         codebook_dequantize::SHADER,
         matmul::SHADER,
+        lsq::SHADER,
+        lsq_init::SHADER,
+        relu::SHADER,
+        optimizer::SHADER,
+        softmax_xent::SHADER,
+        weq_histogram::SHADER,
+        weq_sweep::SHADER,
+        copy::SHADER,
+        discretize::SHADER,
+        kmeans::SHADER,
+        prune::SHADER,
         qmatmul::SHADER,
         qmatmul::SHADER_F16,
         int8_matmul::SHADER,
-        copy::SHADER,
         requantize::SHADER,
     ]
 }

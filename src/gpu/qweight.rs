@@ -74,7 +74,7 @@ impl GpuQWeight {
                 let table = GpuTensor::from_f32(ctx, scale, &[scale.len()])?;
                 (table, zero, Some(scheme.qmin()))
             }
-            Encoding::Codebook { levels } => (
+            Encoding::Codebook { levels, .. } => (
                 GpuTensor::from_f32(ctx, levels, &[levels.len()])?,
                 None,
                 None,

@@ -68,9 +68,32 @@ pub struct TileChunk {
     pub elems: Range<u64>,
 }
 
+/// Largest tile: 8192 elements keep 32 lanes busy on 256 elements each.
+pub const MAX_TILE: u64 = 8192;
+
 impl TilePlan {
+    /// The plan for `ctx`: tiles of at most [`MAX_TILE`] elements, fewer when a tile of 16-byte
+    /// elements (a later pass over partial results) would not fit one binding window.
+    pub fn on(ctx: &Context, numel: usize, group_len: usize) -> Result<Self> {
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(16));
+        let fit = (ctx.work_limits().max_binding_bytes.saturating_sub(align) / 16).max(1);
+        Self::new(numel, group_len, MAX_TILE.min(fit))
+    }
+
     /// Tiles of at most `max_tile` elements over groups of `group_len`.
     pub fn new(numel: usize, group_len: usize, max_tile: u64) -> Result<Self> {
+        Self::with_lane_work(numel, group_len, max_tile, ELEMS_PER_LANE)
+    }
+
+    /// [`new`](Self::new) with about `elems_per_lane` elements per lane: kernels whose
+    /// reduction costs more than their loads (many barriers on a CPU-emulated device) want
+    /// fewer, busier lanes.
+    pub fn with_lane_work(
+        numel: usize,
+        group_len: usize,
+        max_tile: u64,
+        elems_per_lane: u64,
+    ) -> Result<Self> {
         if group_len == 0 || numel % group_len != 0 {
             return Err(Error::param(
                 "tiles",
@@ -86,7 +109,7 @@ impl TilePlan {
         let group_len = group_len as u64;
         let tile_len = group_len.min(max_tile.max(1));
         let lanes = tile_len
-            .div_ceil(ELEMS_PER_LANE)
+            .div_ceil(elems_per_lane.max(1))
             .next_power_of_two()
             .min(u64::from(WORKGROUP_SIZE)) as u32;
         Ok(Self {
@@ -115,21 +138,43 @@ impl TilePlan {
         start..(start + self.tile_len).min((g + 1) * self.group_len)
     }
 
-    /// Batches of consecutive tiles whose element span, group span (`words_per_group` 4-byte
-    /// words each) and per-tile output (`words_per_tile` each) each fit one binding.
+    /// Batches of consecutive tiles whose element span (4-byte elements), group span
+    /// (`words_per_group` 4-byte words each) and per-tile output (`words_per_tile` each) each
+    /// fit one binding, and whose workgroups fit one dispatch.
     pub fn chunks(
         &self,
         ctx: &Context,
         words_per_group: u64,
         words_per_tile: u64,
     ) -> Vec<TileChunk> {
-        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4)) / 4;
-        let budget = ctx.work_limits().max_binding_bytes / 4 - align;
-        // Whole groups of tiles per chunk when they fit, so a reduction pass sees each group once.
-        let tiles_by_elems = (budget / self.tile_len).max(1);
-        let tiles_by_groups = (budget / words_per_group.max(1)).max(1) * self.tiles_per_group;
+        self.chunks_of(ctx, 1, words_per_group, words_per_tile)
+    }
+
+    /// [`TilePlan::chunks`] for input elements of `words_per_elem` 4-byte words (the partial
+    /// results of an earlier pass).
+    pub fn chunks_of(
+        &self,
+        ctx: &Context,
+        words_per_elem: u64,
+        words_per_group: u64,
+        words_per_tile: u64,
+    ) -> Vec<TileChunk> {
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(16)) / 4;
+        let budget = (ctx.work_limits().max_binding_bytes / 4)
+            .saturating_sub(align)
+            .max(1);
+        let tiles_by_elems = (budget / (self.tile_len * words_per_elem.max(1))).max(1);
+        // A chunk may start and end mid-group: one group more than whole groups.
+        let groups = (budget / words_per_group.max(1)).saturating_sub(1).max(1);
+        let tiles_by_groups = groups * self.tiles_per_group;
         let tiles_by_out = (budget / words_per_tile.max(1)).max(1);
-        let per_chunk = tiles_by_elems.min(tiles_by_groups).min(tiles_by_out).max(1);
+        let per_wg = u64::from(WORKGROUP_SIZE / self.lanes);
+        let tiles_by_grid = u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2) * per_wg;
+        let per_chunk = tiles_by_elems
+            .min(tiles_by_groups)
+            .min(tiles_by_out)
+            .min(tiles_by_grid)
+            .max(1);
         let mut out = Vec::new();
         let mut t = 0;
         while t < self.num_tiles() {
@@ -142,6 +187,37 @@ impl TilePlan {
             t = end;
         }
         out
+    }
+
+    /// Batches of whole groups for a per-group pass after the tile pass (one thread per
+    /// group, per-group outputs windowed, per-tile partials bound whole).
+    pub fn group_chunks(&self, ctx: &Context) -> Vec<TileChunk> {
+        let per_chunk = (ctx.work_limits().max_binding_bytes / 16)
+            .saturating_sub(16)
+            .max(1);
+        let groups = self.num_groups();
+        let mut out = Vec::new();
+        let mut g0 = 0;
+        while g0 < groups {
+            let g1 = (g0 + per_chunk).min(groups);
+            out.push(TileChunk {
+                tiles: g0 * self.tiles_per_group..g1 * self.tiles_per_group,
+                groups: g0..g1,
+                elems: g0 * self.group_len..g1 * self.group_len,
+            });
+            g0 = g1;
+        }
+        out
+    }
+
+    /// Tile parameters for a per-group pass over `chunk` whose per-tile partials are bound
+    /// whole (tile t at index t) and whose per-group outputs start at `groups.base`.
+    pub fn group_params(&self, chunk: &TileChunk, groups: &Window) -> TileParams {
+        TileParams {
+            first_tile: 0,
+            out_base: 0,
+            ..self.params(chunk, groups, groups, 0)
+        }
     }
 
     /// Workgroups for a chunk.
@@ -194,3 +270,43 @@ pub fn window_for(
 
 /// `shaders/tiles.wgsl`.
 pub(crate) const TILES_WGSL: &str = include_str!("../../shaders/tiles.wgsl");
+
+/// Windows of the same range of several tensors, each with its own base.
+pub fn windows_of(
+    ctx: &Context,
+    tensors: &[&super::tensor::GpuTensor],
+    range: &Range<u64>,
+    elem_size: u64,
+) -> Result<Vec<Window>> {
+    tensors
+        .iter()
+        .map(|t| window_for(ctx, t.offset(), range, elem_size))
+        .collect()
+}
+
+/// The bases of up to four windows, for a kernel's `vec4<u32>` of per-tensor bases.
+pub fn bases4(windows: &[Window]) -> [u32; 4] {
+    std::array::from_fn(|i| windows.get(i).map_or(0, |w| w.base))
+}
+
+/// Windows of the same range of several tensors that a kernel indexes with one base (its
+/// `elem_base` or `group_base`): they must land on the same offset inside their windows.
+pub fn shared_windows(
+    ctx: &Context,
+    op: &str,
+    tensors: &[&super::tensor::GpuTensor],
+    range: &Range<u64>,
+    elem_size: u64,
+) -> Result<Vec<Window>> {
+    let windows = tensors
+        .iter()
+        .map(|t| window_for(ctx, t.offset(), range, elem_size))
+        .collect::<Result<Vec<_>>>()?;
+    if windows.windows(2).any(|w| w[0].base != w[1].base) {
+        return Err(Error::param(
+            op,
+            "tensors indexed together must start at the same offset modulo the binding alignment",
+        ));
+    }
+    Ok(windows)
+}

@@ -12,17 +12,7 @@ use super::{Backend, check_finite};
 
 /// The single segment of a whole tensor for the codebook kernels.
 pub fn segment(numel: usize, group_len: usize, bits: u32) -> AffineSegment {
-    AffineSegment {
-        src: 0,
-        dst: 0,
-        len: numel as u32,
-        group_len: group_len as u32,
-        group_phase: 0,
-        param: 0,
-        qmin: 0,
-        qmax: ((1u32 << bits) - 1) as i32,
-        bits,
-    }
+    AffineSegment::codebook(numel, group_len, bits)
 }
 
 /// Nearest-level thresholds for sorted levels: `2^bits` levels per group in, the midpoints
@@ -108,7 +98,10 @@ pub fn quantize_nearest(
         bits,
         granularity,
         codes,
-        encoding: Encoding::Codebook { levels },
+        encoding: Encoding::Codebook {
+            levels,
+            thresholds: None,
+        },
         mask: None,
     };
     qt.validate()?;
@@ -119,7 +112,7 @@ pub fn quantize_nearest(
 /// [`super::dequantize`]).
 pub fn dequantize(backend: &Backend<'_>, qt: &QuantizedTensor) -> Result<Vec<f32>> {
     qt.validate()?;
-    let Encoding::Codebook { levels } = &qt.encoding else {
+    let Encoding::Codebook { levels, .. } = &qt.encoding else {
         return Err(Error::param(
             "codebook::dequantize",
             "not a codebook tensor",

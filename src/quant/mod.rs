@@ -2,7 +2,14 @@
 //! [`QuantizedTensor`](crate::format::QuantizedTensor) or fake-quantized values.
 
 pub mod codebook;
+pub mod deep_compression;
+pub mod discretize;
+pub mod discretize_study;
+pub mod kmeans;
+pub mod prune;
+pub mod spec;
 pub mod uniform;
+pub mod weq;
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -39,13 +46,23 @@ pub fn check_finite(tensor: &str, data: &[f32]) -> Result<()> {
     }
 }
 
-use crate::format::{Encoding, QuantizedTensor};
+use crate::affine::AffineMode;
+use crate::format::disk::{
+    Layout, PartLayout, PartSpec, Storage, TensorRecord, part_specs, record,
+};
+use crate::format::{Encoding, Granularity, QuantizedTensor};
 
 /// A quantization method with its settings, as chosen per tensor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Method {
     /// Uniform affine quantization.
     Uniform(uniform::UniformConfig),
+    /// Weighted-entropy quantization to a codebook.
+    Weq(weq::WeqConfig),
+    /// Correlation-maximising linear or exponential discretization (codebook).
+    Discretize(discretize::DiscretizeConfig),
+    /// Deep Compression: pruning, k-means weight sharing, sparse Huffman storage.
+    DeepCompression(deep_compression::DcConfig),
 }
 
 impl Method {
@@ -53,6 +70,9 @@ impl Method {
     pub fn name(&self) -> &'static str {
         match self {
             Method::Uniform(_) => "uniform",
+            Method::Weq(_) => "weq",
+            Method::Discretize(_) => "discretize",
+            Method::DeepCompression(_) => "deep_compression",
         }
     }
 
@@ -61,9 +81,9 @@ impl Method {
         match self {
             Method::Uniform(c) => {
                 let mode = match c.scheme.mode {
-                    crate::affine::AffineMode::Symmetric => "sym",
-                    crate::affine::AffineMode::SymmetricRestricted => "sym-restricted",
-                    crate::affine::AffineMode::Asymmetric => "asym",
+                    AffineMode::Symmetric => "sym",
+                    AffineMode::SymmetricRestricted => "sym-restricted",
+                    AffineMode::Asymmetric => "asym",
                 };
                 format!(
                     "int{} {mode} {} {}",
@@ -72,6 +92,12 @@ impl Method {
                     c.calibration.label()
                 )
             }
+            Method::Weq(c) => c.label(),
+            Method::Discretize(c) => format!("{} {}", c.scheme(), c.granularity.label()),
+            Method::DeepCompression(c) => format!(
+                "dc sparsity {} {}-bit idx{}",
+                c.sparsity, c.bits, c.index_bits
+            ),
         }
     }
 
@@ -79,6 +105,20 @@ impl Method {
     pub fn detail(&self) -> Option<String> {
         match self {
             Method::Uniform(c) => Some(format!("calibration={}", c.calibration.label())),
+            Method::Weq(_) => Some("weighted entropy, importance w²".into()),
+            Method::Discretize(c) => Some(format!(
+                "partition={} candidates={} rounds={}",
+                c.partition.short(),
+                c.candidates,
+                c.rounds
+            )),
+            Method::DeepCompression(c) => Some(format!(
+                "sparsity={} index_bits={} init={} max_iter={}",
+                c.sparsity,
+                c.index_bits,
+                c.init.label(),
+                c.max_iter
+            )),
         }
     }
 
@@ -92,6 +132,9 @@ impl Method {
     ) -> Result<QuantizedTensor> {
         match self {
             Method::Uniform(c) => uniform::quantize(backend, name, data, shape, c),
+            Method::Weq(c) => weq::quantize(backend, name, data, shape, c),
+            Method::Discretize(c) => discretize::quantize(backend, name, data, shape, c),
+            Method::DeepCompression(c) => deep_compression::quantize(backend, name, data, shape, c),
         }
     }
 
@@ -99,7 +142,106 @@ impl Method {
     pub fn check_shape(&self, shape: &[usize]) -> Result<()> {
         match self {
             Method::Uniform(c) => c.group_len(shape).map(|_| ()),
+            Method::Weq(c) => c.group_len(shape).map(|_| ()),
+            Method::Discretize(c) => c.group_len(shape).map(|_| ()),
+            Method::DeepCompression(c) => {
+                c.validate()?;
+                if shape.iter().product::<usize>() as u64 >= u64::from(u32::MAX) {
+                    return Err(Error::param("dc", "more than 2^32 − 1 elements"));
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// How the method's tensors are laid out on disk.
+    pub fn storage(&self) -> Storage {
+        match self {
+            Method::DeepCompression(c) => Storage::SparseHuffman {
+                index_bits: c.index_bits,
+            },
+            _ => Storage::Dense,
+        }
+    }
+
+    /// Bits per code.
+    pub fn bits(&self) -> u32 {
+        match self {
+            Method::Uniform(c) => c.scheme.bits,
+            Method::Weq(c) => c.bits,
+            Method::Discretize(c) => c.bits,
+            Method::DeepCompression(c) => c.bits,
+        }
+    }
+
+    /// Which elements share parameters.
+    pub fn granularity(&self) -> Granularity {
+        match self {
+            Method::Uniform(c) => c.granularity,
+            Method::Weq(c) => c.granularity,
+            Method::Discretize(c) => c.granularity,
+            Method::DeepCompression(_) => Granularity::Tensor,
+        }
+    }
+
+    /// The affine range placement, for uniform methods.
+    fn mode(&self) -> Option<AffineMode> {
+        match self {
+            Method::Uniform(c) => Some(c.scheme.mode),
+            _ => None,
+        }
+    }
+
+    /// The stored layout of the method's tensors.
+    pub fn layout(&self) -> Layout {
+        let params = match self {
+            Method::Uniform(c) => PartLayout::Affine {
+                symmetric: c.scheme.is_symmetric(),
+            },
+            _ => PartLayout::Codebook,
+        };
+        Layout {
+            params,
+            storage: self.storage(),
+            masked: matches!(self, Method::DeepCompression(_)),
+        }
+    }
+
+    /// Whether rows (slices along axis 0) can be quantized independently, so a large tensor
+    /// can be streamed in row blocks: parameters never span rows and codes are dense.
+    pub fn row_separable(&self) -> bool {
+        self.storage() == Storage::Dense && !matches!(self.granularity(), Granularity::Tensor)
+    }
+
+    /// The parts that will store tensor `name` of `shape` (known before computing; sparse
+    /// streams with an upper bound).
+    pub fn part_specs(&self, name: &str, shape: &[usize]) -> Result<Vec<PartSpec>> {
+        part_specs(name, shape, self.bits(), self.granularity(), self.layout())
+    }
+
+    /// The metadata record of a tensor of `shape` (originally `dtype`) stored as `specs`.
+    pub fn record(
+        &self,
+        shape: &[usize],
+        dtype: safetensors::Dtype,
+        specs: &[PartSpec],
+    ) -> TensorRecord {
+        let index_bits = match self.storage() {
+            Storage::SparseHuffman { index_bits } => Some(index_bits),
+            Storage::Dense => None,
+        };
+        record(
+            self.name(),
+            Some(self.layout().params),
+            self.mode(),
+            self.bits(),
+            self.granularity(),
+            shape,
+            dtype,
+            self.detail(),
+            index_bits,
+            specs,
+        )
     }
 }
 

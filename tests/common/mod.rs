@@ -474,6 +474,19 @@ thread_local! {
     static TIES_ALLOWED: Cell<usize> = const { Cell::new(0) };
 }
 
+/// Adds `n` to the count of codes this test allowed to differ at near-ties (reported by
+/// [`finish`]), for comparisons written outside the harness.
+pub fn note_ties(n: usize) {
+    TIES_ALLOWED.with(|t| t.set(t.get() + n));
+}
+
+/// Whether `t` lies within [`TIE_REL_TOL`] (relative to max(|t|, 1)) of a rounding boundary
+/// k + ½, computed in f64.
+pub fn near_half(t: f64) -> bool {
+    let frac = t - t.floor();
+    (frac - 0.5).abs() <= TIE_REL_TOL * t.abs().max(1.0)
+}
+
 /// Whether x/s lies within [`TIE_REL_TOL`] of a rounding boundary, computed in f64.
 pub fn near_tie(x: f32, s: f32) -> bool {
     let t = f64::from(x) / f64::from(s);

@@ -1,5 +1,5 @@
-//! `wgquant bench`: benchmark tables printed from the shared problems in `wgquant::bench`
-//! (the criterion benches in `benches/` time the same problems).
+//! `wgquant bench matmul`: the dequantizing matmul's table, printed from the shared problems
+//! in `wgquant::bench::matmul` (benches/matmul.rs times the same problems with criterion).
 
 use wgquant::bench::matmul::{self, Plan, WeightFormat};
 
@@ -7,20 +7,7 @@ use super::{CliError, DeviceChoice, open_device};
 use crate::outln;
 
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    what: Bench,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum Bench {
-    /// The dequantizing matmul at LLM shapes: GB/s of W, GFLOP/s, against the f32 kernel,
-    /// the CPU twin and the copy shader.
-    Matmul(MatmulArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct MatmulArgs {
+pub struct MatmulBenchArgs {
     /// W shapes NxK, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = ["4096x4096".to_string(), "11008x4096".to_string()])]
     shapes: Vec<String>,
@@ -47,14 +34,8 @@ fn shape(s: &str) -> Result<(usize, usize), CliError> {
     Ok((n.parse().map_err(|_| bad())?, k.parse().map_err(|_| bad())?))
 }
 
-/// Runs a `wgquant bench` subcommand.
-pub fn run(a: BenchArgs) -> Result<(), CliError> {
-    match a.what {
-        Bench::Matmul(a) => bench_matmul(a),
-    }
-}
-
-fn bench_matmul(a: MatmulArgs) -> Result<(), CliError> {
+/// Runs `wgquant bench matmul`.
+pub fn run(a: MatmulBenchArgs) -> Result<(), CliError> {
     let plan = Plan {
         shapes: a
             .shapes

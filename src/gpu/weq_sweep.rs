@@ -1,0 +1,251 @@
+//! Launcher for `shaders/weq_sweep.wgsl`: WEQ cluster-boundary sweeps, one workgroup per
+//! group, over the prefix sums of `weq_histogram`, in passes of a bounded number of sweeps
+//! (llvmpipe caps an invocation's loop iterations), then each group's signed levels,
+//! thresholds and info. CPU twin: `src/cpu/weq_sweep.rs`.
+
+use std::ops::Range;
+
+use super::context::Context;
+use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE};
+use super::segments::AFFINE_WGSL;
+use super::tensor::{ElemType, GpuTensor};
+use super::tiles::window_for;
+use super::weq_histogram::WEQ_WGSL;
+use crate::cpu::weq_histogram::PREFIX_WORDS;
+use crate::cpu::weq_sweep::WeqInfo;
+use crate::error::{Error, Result};
+
+/// The composed WGSL of this kernel.
+pub const SHADER: Shader = Shader {
+    name: "weq_sweep",
+    parts: &[
+        COMMON_WGSL,
+        AFFINE_WGSL,
+        WEQ_WGSL,
+        include_str!("../../shaders/weq_sweep.wgsl"),
+    ],
+};
+
+/// Uniform parameters; mirrors `WeqSweepParams` in weq_sweep.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct WeqSweepParams {
+    /// Bins per group.
+    pub bins: u32,
+    /// log2 of `bins`.
+    pub log2_bins: u32,
+    /// Magnitude clusters H = 2^(bits − 1).
+    pub clusters: u32,
+    /// Groups in the dispatch.
+    pub groups: u32,
+    /// Index of group 0 in the bound ranges.
+    pub range_base: u32,
+    /// Entry of group 0's prefix 0 in the bound prefix.
+    pub prefix_base: u32,
+    /// Element of group 0's first level in the bound levels.
+    pub level_base: u32,
+    /// Element of group 0's first threshold in the bound thresholds.
+    pub threshold_base: u32,
+    /// Index of group 0 in the bound info.
+    pub info_base: u32,
+    /// Cap on sweeps in all.
+    pub max_sweeps: u32,
+    /// Cap on sweeps in this dispatch.
+    pub sweeps_per_pass: u32,
+    /// 1 on the first pass (start from equal populations).
+    pub first_pass: u32,
+}
+const _: () = assert!(std::mem::size_of::<WeqSweepParams>() == 48);
+
+/// The per-group outputs of a sweep.
+pub struct SweepOutputs<'a> {
+    /// `2^bits` f32 levels per group of the whole tensor.
+    pub levels: &'a GpuTensor,
+    /// `2^bits` f32 thresholds per group of the whole tensor.
+    pub thresholds: &'a GpuTensor,
+    /// One [`WeqInfo`] (4 words) per group of the whole tensor.
+    pub info: &'a GpuTensor,
+}
+
+/// Records the sweeps of groups `batch` whose prefix sums (`bins + 1` entries each, batch
+/// group 0 first) are in `prefix`; spans come from `ranges` (one `GroupRange` per group of
+/// the whole tensor).
+#[allow(clippy::too_many_arguments)]
+pub fn encode(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    ranges: &GpuTensor,
+    prefix: &GpuTensor,
+    batch: Range<u64>,
+    bins: u32,
+    bits: u32,
+    max_sweeps: u32,
+    out: &SweepOutputs<'_>,
+) -> Result<()> {
+    let groups = batch.end - batch.start;
+    let per = 1u64 << bits;
+    let all = ranges.byte_len() / 16;
+    if !(1..=8).contains(&bits) || groups == 0 || batch.end > all || max_sweeps == 0 {
+        return Err(Error::param(
+            "weq_sweep",
+            format!("{bits} bits, groups {batch:?} of {all}, {max_sweeps} sweeps"),
+        ));
+    }
+    for t in [out.levels, out.thresholds] {
+        t.expect_dtype("weq_sweep", ElemType::F32)?;
+    }
+    if out.levels.numel() as u64 != all * per
+        || out.thresholds.numel() as u64 != all * per
+        || out.info.byte_len() != all * 16
+        || prefix.byte_len() < groups * (u64::from(bins) + 1) * PREFIX_WORDS as u64 * 4
+    {
+        return Err(Error::shape(
+            "weq_sweep",
+            "levels and thresholds need 2^bits entries per group, info one record per group",
+        ));
+    }
+    let ranges_w = window_for(ctx, ranges.offset(), &batch, 16)?;
+    let prefix_w = window_for(
+        ctx,
+        prefix.offset(),
+        &(0..groups * (u64::from(bins) + 1)),
+        8,
+    )?;
+    let table = batch.start * per..batch.end * per;
+    let levels_w = window_for(ctx, out.levels.offset(), &table, 4)?;
+    let thresholds_w = window_for(ctx, out.thresholds.offset(), &table, 4)?;
+    let info_w = window_for(
+        ctx,
+        out.info.offset(),
+        &batch,
+        std::mem::size_of::<WeqInfo>() as u64,
+    )?;
+    let params = WeqSweepParams {
+        bins,
+        log2_bins: bins.trailing_zeros(),
+        clusters: 1 << (bits - 1),
+        groups: groups as u32,
+        range_base: ranges_w.base,
+        prefix_base: prefix_w.base,
+        level_base: levels_w.base,
+        threshold_base: thresholds_w.base,
+        info_base: info_w.base,
+        max_sweeps,
+        sweeps_per_pass: sweeps_per_pass(bins, bits),
+        first_pass: 1,
+    };
+    // Small groups: one thread per group; large ones: a workgroup per group.
+    let narrow = bins <= NARROW_MAX_BINS;
+    let (entry, workgroups, per_pass) = if narrow {
+        // A thread's candidates number 2·bins + H per sweep, but loops run as long as any of
+        // the 8 groups sharing a SIMD vector needs them, so count 8 groups' worth.
+        let h = 1u32 << (bits - 1);
+        let per_sweep = 8 * (2 * bins + 2 * h) + 2;
+        let per_pass = ((LOOP_BUDGET - 64 * h) / per_sweep).max(1);
+        (
+            "sweep_narrow",
+            (groups as u32).div_ceil(WORKGROUP_SIZE),
+            per_pass,
+        )
+    } else {
+        ("sweep", groups as u32, params.sweeps_per_pass)
+    };
+    let params = WeqSweepParams {
+        sweeps_per_pass: per_pass,
+        ..params
+    };
+    let clusters = 1u64 << (bits - 1);
+    let state = GpuTensor::zeros(ctx, &[(groups * (clusters + 3)) as usize], ElemType::U32)?;
+    let state_w = window_for(ctx, state.offset(), &(0..groups * (clusters + 3)), 4)?;
+    let sweep = ctx.pipeline(&SHADER, entry)?;
+    let passes = max_sweeps.div_ceil(params.sweeps_per_pass);
+    for pass in 0..passes {
+        let p = WeqSweepParams {
+            first_pass: u32::from(pass == 0),
+            ..params
+        };
+        let uniform = ctx.uniform("weq_sweep params", &p);
+        let bindings = [
+            (0, uniform.as_entire_binding()),
+            (2, prefix_w.bind(prefix.buffer())),
+            (6, state_w.bind(state.buffer())),
+        ];
+        ctx.dispatch(encoder, &sweep, &bindings, workgroups)?;
+    }
+    let uniform = ctx.uniform("weq_sweep finish params", &params);
+    let bindings = [
+        (0, uniform.as_entire_binding()),
+        (1, ranges_w.bind(ranges.buffer())),
+        (2, prefix_w.bind(prefix.buffer())),
+        (3, levels_w.bind(out.levels.buffer())),
+        (4, thresholds_w.bind(out.thresholds.buffer())),
+        (5, info_w.bind(out.info.buffer())),
+        (6, state_w.bind(state.buffer())),
+    ];
+    let finish = ctx.pipeline(&SHADER, "finish")?;
+    ctx.dispatch(
+        encoder,
+        &finish,
+        &bindings,
+        (groups as u32).div_ceil(WORKGROUP_SIZE),
+    )
+}
+
+/// Groups of at most this many bins are swept one thread per group.
+pub const NARROW_MAX_BINS: u32 = 1024;
+
+/// Loop iterations one invocation may run: llvmpipe ends every loop of an invocation past
+/// 65,535 in all (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS), silently; the rest is margin for
+/// iterations the estimates below do not see.
+const LOOP_BUDGET: u32 = 40_000;
+
+/// Sweeps per dispatch so that one invocation's loops stay within [`LOOP_BUDGET`]: a sweep
+/// costs each thread its share of every boundary's candidates (2·bins + H in all), one
+/// iteration per boundary and the eight steps of each reduction.
+pub fn sweeps_per_pass(bins: u32, bits: u32) -> u32 {
+    let h = 1u32 << (bits - 1);
+    let per_sweep = (2 * bins + h) / WORKGROUP_SIZE + 1 + h + 10 * (h - 1) + 2;
+    // The first pass also runs H + 1 binary searches of log2(bins) + 1 steps.
+    let init = 32 * (h / WORKGROUP_SIZE + 1);
+    ((LOOP_BUDGET - init) / per_sweep).max(1)
+}
+
+/// [`encode`] for every group of `ranges`, submitted and waited for: levels, thresholds and
+/// info on the host.
+pub fn weq_sweep(
+    ctx: &Context,
+    ranges: &GpuTensor,
+    prefix: &GpuTensor,
+    bins: u32,
+    bits: u32,
+    max_sweeps: u32,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<WeqInfo>)> {
+    let groups = ranges.byte_len() / 16;
+    let per = (groups as usize) << bits;
+    let levels = GpuTensor::zeros(ctx, &[per], ElemType::F32)?;
+    let thresholds = GpuTensor::zeros(ctx, &[per], ElemType::F32)?;
+    let info = GpuTensor::zeros(ctx, &[groups as usize * 4], ElemType::U32)?;
+    let out = SweepOutputs {
+        levels: &levels,
+        thresholds: &thresholds,
+        info: &info,
+    };
+    ctx.run("weq_sweep", |enc| {
+        encode(
+            ctx,
+            enc,
+            ranges,
+            prefix,
+            0..groups,
+            bins,
+            bits,
+            max_sweeps,
+            &out,
+        )
+    })?;
+    Ok((
+        levels.to_f32(ctx)?,
+        thresholds.to_f32(ctx)?,
+        info.download(ctx)?,
+    ))
+}
