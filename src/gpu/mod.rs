@@ -23,6 +23,9 @@ pub mod segments;
 pub mod softmax_xent;
 pub mod tensor;
 pub mod tiles;
+pub mod weq_act_forward;
+pub mod weq_act_histogram;
+pub mod weq_act_sweep;
 pub mod weq_histogram;
 pub mod weq_sweep;
 
@@ -50,5 +53,8 @@ pub fn all_shaders() -> Vec<Shader> {
         softmax_xent::SHADER,
         weq_histogram::SHADER,
         weq_sweep::SHADER,
+        weq_act_histogram::SHADER,
+        weq_act_sweep::SHADER,
+        weq_act_forward::SHADER,
     ]
 }

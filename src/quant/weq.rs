@@ -7,6 +7,12 @@
 //! deterministic histogram of |w| (`weq_histogram`), sweeps the boundaries over its bins with
 //! every candidate evaluated in parallel (`weq_sweep`), and assigns codes by the boundaries
 //! (`codebook_assign`), all in one command stream.
+//!
+//! Activations: the log-domain quantizer of [`activation`].
+
+pub mod activation;
+
+pub use activation::{WeqActCalibration, WeqActivation};
 
 use crate::cpu::{self, weq_sweep::WeqInfo};
 use crate::error::{Error, Result};
