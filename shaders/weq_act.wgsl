@@ -62,7 +62,7 @@ fn weq_act_pow16(m: i32) -> u32 {
 }
 
 // Q16 fixed-point log2 of n ≥ 1: exponent, table at the top 8 mantissa bits, linear
-// interpolation on the next 16.
+// interpolation on the next 16, rounded.
 fn weq_act_lg(n: u32) -> u32 {
     let e = 31u - countLeadingZeros(n);
     let f = (n << (31u - e)) << 1u;
@@ -70,7 +70,7 @@ fn weq_act_lg(n: u32) -> u32 {
     let r = (f >> 8u) & 0xffffu;
     let t0 = act_tables[WEQ_ACT_LOG + i];
     let t1 = act_tables[WEQ_ACT_LOG + i + 1u];
-    return (e << 16u) + t0 + (((t1 - t0) * r) >> 16u);
+    return (e << 16u) + t0 + (((t1 - t0) * r + 0x8000u) >> 16u);
 }
 
 // k of the batch's largest value, from its bits (0 when it is not positive).

@@ -4,12 +4,16 @@
 // through. Step and offset come from a `WeqActResult` record (the sweep's output, or one the
 // host wrote). Mirrors src/cpu/weq_act_forward.rs. Needs common.wgsl and weq_act.wgsl first.
 
-// Mirrors `WeqActForwardParams` in src/gpu/weq_act_forward.rs (16 bytes).
+// Mirrors `WeqActForwardParams` in src/gpu/weq_act_forward.rs (32 bytes).
 struct WeqActForwardParams {
     n: u32,              // elements in this dispatch
-    base: u32,           // first element in the bound windows
+    base: u32,           // first element in the bound input window
+    out_base: u32,       // first element in the bound output window
     num_workgroups: u32,
     levels: u32,         // non-zero levels L − 1
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: WeqActForwardParams;
@@ -31,8 +35,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let i = flat_workgroup(wid, nwg) * WORKGROUP_SIZE + lid;
     if (i >= params.n) { return; }
-    let k = params.base + i;
-    let b = x[k];
+    let b = x[params.base + i];
     let step = quant[0].step;
     let offset = quant[0].offset;
     var out = 0u;
@@ -42,5 +45,5 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         let c = weq_act_code(b, step, offset);
         if (c != 0u) { out = weq_act_pow16(offset + i32((c - 1u) * step)); }
     }
-    y[k] = out;
+    y[params.out_base + i] = out;
 }

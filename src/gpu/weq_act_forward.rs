@@ -7,7 +7,8 @@
 use super::context::Context;
 use super::dispatch::{COMMON_WGSL, Shader};
 use super::elementwise::for_each_chunk;
-use super::tensor::GpuTensor;
+use super::tensor::{ElemType, GpuTensor};
+use super::tiles::window_for;
 use super::weq_act_histogram::{TABLES_BINDING, WEQ_ACT_WGSL, bind_whole, tables_buffer};
 use super::weq_act_sweep::RECORD_WORDS;
 use crate::error::{Error, Result};
@@ -28,14 +29,17 @@ pub const SHADER: Shader = Shader {
 pub struct WeqActForwardParams {
     /// Elements in the dispatch.
     pub n: u32,
-    /// First element in the bound windows.
+    /// First element in the bound input window.
     pub base: u32,
+    /// First element in the bound output window (outputs may start at any 4-byte offset).
+    pub out_base: u32,
     /// Workgroups in the dispatch.
     pub num_workgroups: u32,
     /// Non-zero levels L − 1.
     pub levels: u32,
+    pub _pad: [u32; 3],
 }
-const _: () = assert!(std::mem::size_of::<WeqActForwardParams>() == 16);
+const _: () = assert!(std::mem::size_of::<WeqActForwardParams>() == 32);
 
 /// Records `y = x̂` at `bits` for the step and offset in `record` (whose step must be even
 /// and non-zero: the sweep's output always is). `x` and `y` are f32 of one length.
@@ -61,19 +65,29 @@ pub fn encode(
     }
     let pipeline = ctx.pipeline(&SHADER, "forward")?;
     let tables = tables_buffer(ctx);
-    for_each_chunk(ctx, "weq_act_forward", &[x, y], |c| {
+    if x.numel() != y.numel() {
+        return Err(Error::shape(
+            "weq_act_forward",
+            format!("{} outputs for {} inputs", y.numel(), x.numel()),
+        ));
+    }
+    y.expect_dtype("weq_act_forward", ElemType::F32)?;
+    for_each_chunk(ctx, "weq_act_forward", &[x], |c| {
+        let out = window_for(ctx, y.offset(), &(c.first..c.first + u64::from(c.n)), 4)?;
         let params = WeqActForwardParams {
             n: c.n,
             base: c.base,
+            out_base: out.base,
             num_workgroups: c.workgroups,
             levels: (1 << bits) - 1,
+            _pad: [0; 3],
         };
         let uniform = ctx.uniform("weq_act_forward params", &params);
         let bindings = [
             (0, uniform.as_entire_binding()),
             (1, c.windows[0].bind(x.buffer())),
             (2, bind_whole(ctx, "weq_act_forward", record)?),
-            (3, c.windows[1].bind(y.buffer())),
+            (3, out.bind(y.buffer())),
             (TABLES_BINDING, tables.as_entire_binding()),
         ];
         ctx.dispatch(encoder, &pipeline, &bindings, c.workgroups)
