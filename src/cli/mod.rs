@@ -3,6 +3,7 @@
 
 mod bench_checkpoint;
 mod demo;
+mod plot;
 mod study;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Compare methods on synthetic tensors and checkpoint weights (`study weq`).
     Study(study::StudyArgs),
+    /// Pictures as SVG (`plot levels`: a weight histogram with each method's levels).
+    Plot(plot::PlotArgs),
     /// List the GPU adapters wgpu can see and the one wgquant would pick.
     Adapters,
     /// Measurements at scale.
@@ -245,6 +248,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(a) => inspect(a),
         Command::Demo(a) => demo::run(a),
         Command::Study(a) => study::run(a),
+        Command::Plot(a) => plot::run(a),
         Command::Adapters => adapters(),
         Command::Bench(BenchCommand::Checkpoint(a)) => bench_checkpoint::run(a),
     }

@@ -48,7 +48,7 @@ struct WeqStudyArgs {
 const METHODS: [&str; 4] = ["weq", "uniform absmax", "uniform mse", "pow2 log"];
 
 /// One method on one tensor at `bits`: the quantized tensor.
-fn quantize_with(
+pub(super) fn quantize_with(
     b: &Backend<'_>,
     method: &str,
     x: &[f32],
