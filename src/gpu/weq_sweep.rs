@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::context::Context;
-use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE};
+use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE, Window};
 use super::segments::AFFINE_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use super::tiles::window_for;
@@ -67,21 +67,36 @@ pub struct SweepOutputs<'a> {
     pub info: &'a GpuTensor,
 }
 
-/// Records the sweeps of groups `batch` whose prefix sums (`bins + 1` entries each, batch
+/// The sweeps of one batch of groups, prepared: its pipelines, parameters, binding windows and
+/// the state buffer carrying boundaries across passes. [`encode`] records every pass; a
+/// submit-and-wait driver can record them in rounds and stop once [`SweepPlan::converged`].
+pub struct SweepPlan<'a> {
+    ranges: &'a GpuTensor,
+    prefix: &'a GpuTensor,
+    out: &'a SweepOutputs<'a>,
+    params: WeqSweepParams,
+    entry: &'static str,
+    workgroups: u32,
+    windows: [Window; 6],
+    state: GpuTensor,
+    /// Words per group in `state`: boundaries 0..=H, sweeps run, converged flag.
+    state_words: usize,
+}
+
+/// Prepares the sweeps of groups `batch` whose prefix sums (`bins + 1` entries each, batch
 /// group 0 first) are in `prefix`; spans come from `ranges` (one `GroupRange` per group of
 /// the whole tensor).
 #[allow(clippy::too_many_arguments)]
-pub fn encode(
+pub fn plan<'a>(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    ranges: &GpuTensor,
-    prefix: &GpuTensor,
+    ranges: &'a GpuTensor,
+    prefix: &'a GpuTensor,
     batch: Range<u64>,
     bins: u32,
     bits: u32,
     max_sweeps: u32,
-    out: &SweepOutputs<'_>,
-) -> Result<()> {
+    out: &'a SweepOutputs<'a>,
+) -> Result<SweepPlan<'a>> {
     let groups = batch.end - batch.start;
     let per = 1u64 << bits;
     let all = ranges.byte_len() / 16;
@@ -154,41 +169,108 @@ pub fn encode(
         sweeps_per_pass: per_pass,
         ..params
     };
-    let clusters = 1u64 << (bits - 1);
-    let state = GpuTensor::zeros(ctx, &[(groups * (clusters + 3)) as usize], ElemType::U32)?;
-    let state_w = window_for(ctx, state.offset(), &(0..groups * (clusters + 3)), 4)?;
-    let sweep = ctx.pipeline(&SHADER, entry)?;
-    let passes = max_sweeps.div_ceil(params.sweeps_per_pass);
-    for pass in 0..passes {
-        let p = WeqSweepParams {
-            first_pass: u32::from(pass == 0),
-            ..params
-        };
-        let uniform = ctx.uniform("weq_sweep params", &p);
+    let state_words = (1usize << (bits - 1)) + 3;
+    let state = GpuTensor::zeros(ctx, &[groups as usize * state_words], ElemType::U32)?;
+    let state_w = window_for(ctx, state.offset(), &(0..groups * state_words as u64), 4)?;
+    Ok(SweepPlan {
+        ranges,
+        prefix,
+        out,
+        params,
+        entry,
+        workgroups,
+        windows: [ranges_w, prefix_w, levels_w, thresholds_w, info_w, state_w],
+        state,
+        state_words,
+    })
+}
+
+impl SweepPlan<'_> {
+    /// Passes that reach the sweep cap.
+    pub fn passes(&self) -> u32 {
+        self.params.max_sweeps.div_ceil(self.params.sweeps_per_pass)
+    }
+
+    /// Sweeps one pass runs at most.
+    pub fn sweeps_per_pass(&self) -> u32 {
+        self.params.sweeps_per_pass
+    }
+
+    /// Records passes `passes` (pass 0 starts from equal populations; a converged group
+    /// returns at once in later passes).
+    pub fn encode_passes(
+        &self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        passes: Range<u32>,
+    ) -> Result<()> {
+        let sweep = ctx.pipeline(&SHADER, self.entry)?;
+        let [_, prefix_w, _, _, _, state_w] = self.windows;
+        for pass in passes {
+            let p = WeqSweepParams {
+                first_pass: u32::from(pass == 0),
+                ..self.params
+            };
+            let uniform = ctx.uniform("weq_sweep params", &p);
+            let bindings = [
+                (0, uniform.as_entire_binding()),
+                (2, prefix_w.bind(self.prefix.buffer())),
+                (6, state_w.bind(self.state.buffer())),
+            ];
+            ctx.dispatch(encoder, &sweep, &bindings, self.workgroups)?;
+        }
+        Ok(())
+    }
+
+    /// Records the levels, thresholds and info of every group from its final boundaries.
+    pub fn encode_finish(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        let [ranges_w, prefix_w, levels_w, thresholds_w, info_w, state_w] = self.windows;
+        let uniform = ctx.uniform("weq_sweep finish params", &self.params);
         let bindings = [
             (0, uniform.as_entire_binding()),
-            (2, prefix_w.bind(prefix.buffer())),
-            (6, state_w.bind(state.buffer())),
+            (1, ranges_w.bind(self.ranges.buffer())),
+            (2, prefix_w.bind(self.prefix.buffer())),
+            (3, levels_w.bind(self.out.levels.buffer())),
+            (4, thresholds_w.bind(self.out.thresholds.buffer())),
+            (5, info_w.bind(self.out.info.buffer())),
+            (6, state_w.bind(self.state.buffer())),
         ];
-        ctx.dispatch(encoder, &sweep, &bindings, workgroups)?;
+        let finish = ctx.pipeline(&SHADER, "finish")?;
+        ctx.dispatch(
+            encoder,
+            &finish,
+            &bindings,
+            self.params.groups.div_ceil(WORKGROUP_SIZE),
+        )
     }
-    let uniform = ctx.uniform("weq_sweep finish params", &params);
-    let bindings = [
-        (0, uniform.as_entire_binding()),
-        (1, ranges_w.bind(ranges.buffer())),
-        (2, prefix_w.bind(prefix.buffer())),
-        (3, levels_w.bind(out.levels.buffer())),
-        (4, thresholds_w.bind(out.thresholds.buffer())),
-        (5, info_w.bind(out.info.buffer())),
-        (6, state_w.bind(state.buffer())),
-    ];
-    let finish = ctx.pipeline(&SHADER, "finish")?;
-    ctx.dispatch(
-        encoder,
-        &finish,
-        &bindings,
-        (groups as u32).div_ceil(WORKGROUP_SIZE),
-    )
+
+    /// Whether every group has converged (or reached the cap) after the passes submitted so
+    /// far; reads the state back, so it waits for them.
+    pub fn converged(&self, ctx: &Context) -> Result<bool> {
+        let state: Vec<u32> = self.state.download(ctx)?;
+        Ok(state
+            .chunks(self.state_words)
+            .all(|g| g[self.state_words - 1] != 0))
+    }
+}
+
+/// Records every pass of the sweeps of groups `batch` (see [`plan`]), then the levels,
+/// thresholds and info of each group: the single-stream form for a host engine's encoder.
+#[allow(clippy::too_many_arguments)]
+pub fn encode(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    ranges: &GpuTensor,
+    prefix: &GpuTensor,
+    batch: Range<u64>,
+    bins: u32,
+    bits: u32,
+    max_sweeps: u32,
+    out: &SweepOutputs<'_>,
+) -> Result<()> {
+    let p = plan(ctx, ranges, prefix, batch, bins, bits, max_sweeps, out)?;
+    p.encode_passes(ctx, encoder, 0..p.passes())?;
+    p.encode_finish(ctx, encoder)
 }
 
 /// Groups of at most this many bins are swept one thread per group.
