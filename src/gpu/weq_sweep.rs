@@ -252,7 +252,40 @@ impl SweepPlan<'_> {
             .chunks(self.state_words)
             .all(|g| g[self.state_words - 1] != 0))
     }
+
+    /// Submits the passes in rounds covering [`FIRST_ROUND_SWEEPS`] sweeps, then four times
+    /// more each round, until every group has converged (or the cap), then the finish, and
+    /// waits. `before` records work the first pass depends on (the histogram) into the first
+    /// round. Sweeps normally stop after tens, far below the cap a single stream must budget.
+    pub fn run(
+        &self,
+        ctx: &Context,
+        before: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        let (mut done, mut sweeps) = (0, FIRST_ROUND_SWEEPS);
+        let mut before = Some(before);
+        loop {
+            let upto = sweeps
+                .div_ceil(self.params.sweeps_per_pass)
+                .min(self.passes());
+            ctx.run("weq_sweep", |enc| {
+                if let Some(f) = before.take() {
+                    f(enc)?;
+                }
+                self.encode_passes(ctx, enc, done..upto)
+            })?;
+            done = upto;
+            if done == self.passes() || self.converged(ctx)? {
+                break;
+            }
+            sweeps = sweeps.saturating_mul(4);
+        }
+        ctx.run("weq_sweep finish", |enc| self.encode_finish(ctx, enc))
+    }
 }
+
+/// Sweeps the first round of [`SweepPlan::run`] covers.
+pub const FIRST_ROUND_SWEEPS: u32 = 32;
 
 /// Records every pass of the sweeps of groups `batch` (see [`plan`]), then the levels,
 /// thresholds and info of each group: the single-stream form for a host engine's encoder.
@@ -292,8 +325,8 @@ pub fn sweeps_per_pass(bins: u32, bits: u32) -> u32 {
     ((LOOP_BUDGET - init) / per_sweep).max(1)
 }
 
-/// [`encode`] for every group of `ranges`, submitted and waited for: levels, thresholds and
-/// info on the host.
+/// The sweeps of every group of `ranges`, submitted in rounds and waited for
+/// ([`SweepPlan::run`]): levels, thresholds and info on the host.
 pub fn weq_sweep(
     ctx: &Context,
     ranges: &GpuTensor,
@@ -312,19 +345,7 @@ pub fn weq_sweep(
         thresholds: &thresholds,
         info: &info,
     };
-    ctx.run("weq_sweep", |enc| {
-        encode(
-            ctx,
-            enc,
-            ranges,
-            prefix,
-            0..groups,
-            bins,
-            bits,
-            max_sweeps,
-            &out,
-        )
-    })?;
+    plan(ctx, ranges, prefix, 0..groups, bins, bits, max_sweeps, &out)?.run(ctx, |_| Ok(()))?;
     Ok((
         levels.to_f32(ctx)?,
         thresholds.to_f32(ctx)?,

@@ -202,12 +202,8 @@ pub fn encode(
     gpu::codebook_assign::encode(ctx, encoder, input, &out.codes, &out.thresholds, &[seg])
 }
 
-/// Sweeps the first round of passes covers; each later round covers four times as many.
-const FIRST_ROUND_SWEEPS: u32 = 32;
-
-/// [`encode`]'s work submitted in rounds: each batch's sweep passes run until its groups have
-/// converged, checked between rounds (sweeps normally stop after tens, far below the cap, and
-/// the single stream must budget for the cap).
+/// [`encode`]'s work submitted and waited for, each batch's sweeps in rounds that stop once
+/// its groups have converged ([`weq_sweep::SweepPlan::run`]).
 pub fn run(
     ctx: &Context,
     input: &GpuTensor,
@@ -222,7 +218,7 @@ pub fn run(
     })?;
     let outputs = sweep_outputs(out);
     for batch in p.batches() {
-        let sweep = weq_sweep::plan(
+        weq_sweep::plan(
             ctx,
             &p.ranges,
             &p.prefix,
@@ -231,23 +227,10 @@ pub fn run(
             bits,
             MAX_SWEEPS,
             &outputs,
-        )?;
-        let (mut done, mut sweeps) = (0, FIRST_ROUND_SWEEPS);
-        loop {
-            let upto = sweeps.div_ceil(sweep.sweeps_per_pass()).min(sweep.passes());
-            ctx.run("weq sweeps", |enc| {
-                if done == 0 {
-                    p.encode_histogram(ctx, enc, input, group_len, batch.clone())?;
-                }
-                sweep.encode_passes(ctx, enc, done..upto)
-            })?;
-            done = upto;
-            if done == sweep.passes() || sweep.converged(ctx)? {
-                break;
-            }
-            sweeps = sweeps.saturating_mul(4);
-        }
-        ctx.run("weq finish", |enc| sweep.encode_finish(ctx, enc))?;
+        )?
+        .run(ctx, |enc| {
+            p.encode_histogram(ctx, enc, input, group_len, batch)
+        })?;
     }
     let seg = segment(n, group_len, bits);
     ctx.run("weq codes", |enc| {
