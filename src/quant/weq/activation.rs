@@ -238,6 +238,31 @@ pub fn encode_forward_calibrated(
     gpu_forward::encode(ctx, encoder, bits, &bufs.record, x, y)
 }
 
+/// The weighted entropy of any ReLU quantizer's output, to compare quantizers by the same
+/// measure: S = −Σ_v v·P_v·ln P_v over the distinct positive outputs v, P_v the fraction of the
+/// positive inputs that became v (for a [`WeqActivation`] this is [`WeqActivation::entropy`]
+/// up to its levels' f32 rounding).
+pub fn output_entropy(x: &[f32], xhat: &[f32]) -> f64 {
+    let mut out: Vec<u32> = x
+        .iter()
+        .zip(xhat)
+        .filter(|(v, y)| **v > 0.0 && v.is_finite() && **y > 0.0)
+        .map(|(_, y)| y.to_bits())
+        .collect();
+    let positive = x
+        .iter()
+        .filter(|v| **v > 0.0 && v.is_finite())
+        .count()
+        .max(1) as f64;
+    out.sort_unstable();
+    out.chunk_by(|a, b| a == b)
+        .map(|run| {
+            let p = run.len() as f64 / positive;
+            -f64::from(f32::from_bits(run[0])) * p * p.ln()
+        })
+        .sum()
+}
+
 /// Calibrates on a host batch on `backend`: the same record, bit for bit, on both.
 pub fn calibrate(
     backend: &Backend<'_>,
