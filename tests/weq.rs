@@ -396,6 +396,8 @@ fn twin_sweep_matches_gpu() {
         (1 << 16, 1 << 16, 4u32),
         (64 * 300, 300, 3),
         (2000, 2000, 6),
+        // 64 boundaries a phase: segments inside one thread's chunk and across many.
+        (4096, 4096, 8),
         // One thread per group (1,024 bins), 200 groups.
         (200 * 64, 64, 4),
     ] {

@@ -155,7 +155,7 @@ pub fn plan<'a>(
         // A thread's candidates number 2·bins + H per sweep, but loops run as long as any of
         // the 8 groups sharing a SIMD vector needs them, so count 8 groups' worth.
         let h = 1u32 << (bits - 1);
-        let per_sweep = 8 * (2 * bins + 2 * h) + 2;
+        let per_sweep = 8 * (2 * bins + 2 * h) + 4;
         let per_pass = ((LOOP_BUDGET - 64 * h) / per_sweep).max(1);
         (
             "sweep_narrow",
@@ -314,12 +314,12 @@ pub const NARROW_MAX_BINS: u32 = 1024;
 /// iterations the estimates below do not see.
 const LOOP_BUDGET: u32 = 40_000;
 
-/// Sweeps per dispatch so that one invocation's loops stay within [`LOOP_BUDGET`]: a sweep
-/// costs each thread its share of every boundary's candidates (2·bins + H in all), one
-/// iteration per boundary and the eight steps of each reduction.
+/// Sweeps per dispatch so that one invocation's loops stay within [`LOOP_BUDGET`]: a sweep is
+/// two phases, each costing a thread its share of the phase's candidates (at most bins + 64
+/// in all), the segment offsets (64), a binary search (7) and the combine (up to 256).
 pub fn sweeps_per_pass(bins: u32, bits: u32) -> u32 {
     let h = 1u32 << (bits - 1);
-    let per_sweep = (2 * bins + h) / WORKGROUP_SIZE + 1 + h + 10 * (h - 1) + 2;
+    let per_sweep = 2 * ((bins + 64) / WORKGROUP_SIZE + 1 + 64 + 8 + WORKGROUP_SIZE) + 4;
     // The first pass also runs H + 1 binary searches of log2(bins) + 1 steps.
     let init = 32 * (h / WORKGROUP_SIZE + 1);
     ((LOOP_BUDGET - init) / per_sweep).max(1)
