@@ -46,7 +46,7 @@ pub fn weq_act_forward(x: &[f32], y: &mut [f32], bits: u32, step: u32, offset: i
     if x.len() != y.len() {
         return Err(Error::shape("weq_act_forward", "lengths differ"));
     }
-    if !(1..=8).contains(&bits) || step == 0 || step % 2 != 0 {
+    if !(1..=8).contains(&bits) || step == 0 || !step.is_multiple_of(2) {
         return Err(Error::param(
             "weq_act_forward",
             format!("{bits} bits, step {step}"),

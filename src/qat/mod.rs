@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::lsq::LsqConfig;
 use crate::gpu::lsq_init::StepInit;
 use crate::gpu::optimizer::{Rule, Update};
+use crate::quant::weq::WeqActivation;
 use data::Dataset;
 use engine::{Engine, LsqBackward, QuantState};
 
@@ -294,8 +295,8 @@ impl<E: Engine> Mlp<E> {
         Ok(self)
     }
 
-    /// The (bits, step, offset) of every layer's WEQ activation quantizer once calibrated.
-    pub fn weq_activation_quantizers(&mut self) -> Result<Vec<(usize, u32, u32, i32)>> {
+    /// Every calibrated WEQ activation quantizer, with its layer.
+    pub fn weq_activation_quantizers(&mut self) -> Result<Vec<(usize, WeqActivation)>> {
         let mut out = Vec::new();
         for l in 0..self.layers.len() {
             let Some(q) = &self.layers[l].input_weq else {
@@ -306,7 +307,7 @@ impl<E: Engine> Mlp<E> {
             }
             let (bits, record) = (q.bits, q.record.clone());
             let w = self.engine.read_u32(&record)?;
-            out.push((l, bits, w[0], w[1] as i32));
+            out.push((l, WeqActivation::new(bits, w[0], w[1] as i32)?));
         }
         Ok(out)
     }

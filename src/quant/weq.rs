@@ -118,7 +118,7 @@ struct Prepared {
 
 impl Prepared {
     fn new(ctx: &Context, n: usize, group_len: usize) -> Result<Self> {
-        if group_len == 0 || n % group_len != 0 || n == 0 {
+        if group_len == 0 || !n.is_multiple_of(group_len) || n == 0 {
             return Err(Error::param(
                 "weq",
                 format!("groups of {group_len} in {n} elements"),

@@ -74,7 +74,7 @@ impl WeqActivation {
     /// A quantizer from its parameters: bits 1..=8, step even in 2..=32.
     pub fn new(bits: u32, step: u32, offset: i32) -> Result<Self> {
         check_bits(bits)?;
-        if !(2..=32).contains(&step) || step % 2 != 0 {
+        if !(2..=32).contains(&step) || !step.is_multiple_of(2) {
             return Err(Error::param(
                 "weq_activation",
                 format!("step {step} is not 2h for h in 1..=16"),
