@@ -1,7 +1,9 @@
 //! WEQ of weights, the GPU's histogram form against the exact CPU algorithm, at 1M and 16M
 //! Laplace weights and 4 bits, per tensor. Throughput in bytes of input. Each result is
 //! checked before timing: the GPU's S (evaluated exactly on the data) within 0.1% of the
-//! exact algorithm's, so a failed dispatch cannot pass as a fast one.
+//! exact algorithm's, so a failed dispatch cannot pass as a fast one. Also the activation
+//! quantizer's calibration (histogram and (h, o) sweep) on ReLU batches, its record checked
+//! equal to the CPU twin's first.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -10,7 +12,7 @@ use wgquant::cpu::weq_exact::partition_entropy;
 use wgquant::format::{Encoding, Granularity};
 use wgquant::gpu::Context;
 use wgquant::quant::Backend;
-use wgquant::quant::weq::{self, WeqConfig};
+use wgquant::quant::weq::{self, WeqConfig, activation};
 
 fn laplace(n: usize) -> Vec<f32> {
     let mut r = rand::rngs::StdRng::seed_from_u64(0x3E9);
@@ -69,5 +71,25 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_activations(c: &mut Criterion) {
+    let ctx = Context::new().expect("a GPU adapter (llvmpipe is fine)");
+    let mut group = c.benchmark_group("weq_activation");
+    group.sample_size(10);
+    for n in [1usize << 20, 1 << 24] {
+        let x: Vec<f32> = laplace(n).iter().map(|v| v.max(0.0)).collect();
+        let gpu = activation::calibrate(&Backend::Gpu(&ctx), "x", &x, 4).expect("gpu");
+        let cpu = activation::calibrate(&Backend::Cpu, "x", &x, 4).expect("cpu");
+        assert_eq!(gpu.record, cpu.record, "GPU and CPU calibrations differ");
+        group.throughput(Throughput::Bytes(4 * n as u64));
+        group.bench_function(format!("gpu_calibrate/{n}"), |b| {
+            b.iter(|| activation::calibrate(&Backend::Gpu(&ctx), "x", &x, 4).expect("gpu"))
+        });
+        group.bench_function(format!("cpu_calibrate/{n}"), |b| {
+            b.iter(|| activation::calibrate(&Backend::Cpu, "x", &x, 4).expect("cpu"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_activations);
 criterion_main!(benches);

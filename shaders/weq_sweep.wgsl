@@ -3,8 +3,12 @@
 // magnitude clusters are contiguous runs of bins, started at equal population; each sweep moves
 // every inner boundary, within its neighbours, to the bin maximising the weighted entropy
 //   S = −Σ_n I_n·P_n·ln(P_n/2) = Σ_n E_n·(ln 2N − ln n_n) / N   (I_n·P_n = E_n/N),
-// all candidate bins evaluated in parallel and a fixed-order tree reduction picking the best
-// (ties: the lower bin); sweeps stop when one moves nothing. Then the levels ±r_n,
+// (ties: the lower bin); sweeps stop when one moves nothing. A sweep moves the odd boundaries
+// together, then the even ones (red-black order): a boundary's candidates depend only on its
+// two neighbours, so boundaries of one parity do not interact, and every move still raises S.
+// All candidates of a phase are cut evenly across the workgroup's threads; each thread keeps
+// the best of each boundary it touches, and a fixed-order combine picks each boundary's best,
+// so a sweep needs a handful of barriers whatever H is. Then the levels ±r_n,
 // r_n = sqrt(E_n/n_n), and the signed thresholds codebook_assign counts.
 //
 // llvmpipe stops any loop of an invocation once all its loops together have run 65,535
@@ -54,18 +58,36 @@ const MAX_CLUSTERS: u32 = 128u;
 // Per batch group, H + 3 words: boundaries bnd[0..=H], sweeps run, 1 when converged.
 @group(0) @binding(6) var<storage, read_write> state: array<u32>;
 
+const NO_SEGMENT: u32 = 0xffffffffu;
+
 var<workgroup> bnd: array<u32, 129>;  // cluster n is bins [bnd[n], bnd[n + 1])
-var<workgroup> best_v: array<f32, WORKGROUP_SIZE>;
-var<workgroup> best_k: array<u32, WORKGROUP_SIZE>;
-var<workgroup> current_v: f32;
-var<workgroup> moved: u32;
+// The phase's boundaries are segments s = 0..m of the flat candidate list: boundary
+// j = first + 2s, candidates k = bnd[j − 1]..=bnd[j + 1] at flat indices seg_off[s]...
+var<workgroup> seg_off: array<u32, 65>;
+var<workgroup> seg_cur_v: array<f32, 64>;  // S terms at the boundary's current bin
+var<workgroup> seg_own_v: array<f32, 64>;  // best of a segment one thread covered whole
+var<workgroup> seg_own_k: array<u32, 64>;
+var<workgroup> seg_owned: array<u32, 64>;
+// Each thread's best of the segment straddling the start (first) and end (last) of its chunk.
+var<workgroup> first_s: array<u32, WORKGROUP_SIZE>;
+var<workgroup> first_v: array<f32, WORKGROUP_SIZE>;
+var<workgroup> first_k: array<u32, WORKGROUP_SIZE>;
+var<workgroup> last_s: array<u32, WORKGROUP_SIZE>;
+var<workgroup> last_v: array<f32, WORKGROUP_SIZE>;
+var<workgroup> last_k: array<u32, WORKGROUP_SIZE>;
+var<workgroup> moved: atomic<u32>;
 var<workgroup> progress: vec2<u32>;  // (sweeps run, converged)
+
+// E·(ln 2N − ln n) of the cluster between two prefix entries; 0 when empty.
+fn cluster_term(a: Prefix, b: Prefix, ln2n: f32) -> f32 {
+    let n = b.count - a.count;
+    if (n == 0u) { return 0.0; }
+    return (b.energy - a.energy) * (ln2n - log(f32(n)));
+}
 
 // E·(ln 2N − ln n) of the cluster of bins [a, b) of the group at `pb`; 0 when empty.
 fn term(pb: u32, a: u32, b: u32, ln2n: f32) -> f32 {
-    let n = prefix[pb + b].count - prefix[pb + a].count;
-    if (n == 0u) { return 0.0; }
-    return (prefix[pb + b].energy - prefix[pb + a].energy) * (ln2n - log(f32(n)));
+    return cluster_term(prefix[pb + a], prefix[pb + b], ln2n);
 }
 
 fn ln_2n(pb: u32) -> f32 {
@@ -81,6 +103,120 @@ fn lower_bound(pb: u32, goal: u32) -> u32 {
         if (prefix[pb + mid].count < goal) { lo = mid + 1u; } else { hi = mid; }
     }
     return lo;
+}
+
+// The thread whose chunk of a `total`-candidate list holds flat index i: chunks are
+// [floor(t·total/256), floor((t+1)·total/256)).
+fn chunk_of(i: u32, total: u32) -> u32 {
+    return min(WORKGROUP_SIZE - 1u, (WORKGROUP_SIZE * (i + 1u) - 1u) / total);
+}
+
+// Better of two candidates: higher value, then lower bin.
+fn better(v: f32, k: u32, bv: f32, bk: u32) -> bool {
+    return v > bv || (v == bv && k < bk);
+}
+
+// One phase of a sweep: every boundary j = first, first + 2, … < H moved to its best bin at
+// once (they do not interact). Every thread of the workgroup calls it (it holds barriers).
+fn sweep_phase(pb: u32, ln2n: f32, first: u32, lid: u32) {
+    let h = params.clusters;
+    let m = select(0u, (h - first + 1u) / 2u, h > first);
+    if (lid == 0u) {
+        seg_off[0] = 0u;
+        for (var s = 0u; s < m; s++) {
+            let j = first + 2u * s;
+            seg_off[s + 1u] = seg_off[s] + bnd[j + 1u] - bnd[j - 1u] + 1u;
+        }
+    }
+    if (lid < m) { seg_owned[lid] = 0u; }
+    first_s[lid] = NO_SEGMENT;
+    last_s[lid] = NO_SEGMENT;
+    workgroupBarrier();
+    let total = seg_off[m];
+    let lo = lid * total / WORKGROUP_SIZE;
+    let hi = (lid + 1u) * total / WORKGROUP_SIZE;
+    if (lo < hi) {
+        // Segment of `lo`: the last s with seg_off[s] <= lo.
+        var a = 0u;
+        var b = m;
+        while (b - a > 1u) {
+            let mid = (a + b) / 2u;
+            if (seg_off[mid] <= lo) { a = mid; } else { b = mid; }
+        }
+        var s = a;
+        var bv = -1.0;
+        var bk = 0xffffffffu;
+        // The segment's boundary, its candidates' range and prefix ends, kept in registers.
+        var j = first + 2u * s;
+        var a_bin = bnd[j - 1u];
+        var cur = bnd[j];
+        var lo_p = prefix[pb + a_bin];
+        var hi_p = prefix[pb + bnd[j + 1u]];
+        var base = seg_off[s];
+        var end = seg_off[s + 1u];
+        for (var i = lo; i < hi; i++) {
+            let k = a_bin + (i - base);
+            let p = prefix[pb + k];
+            let v = cluster_term(lo_p, p, ln2n) + cluster_term(p, hi_p, ln2n);
+            if (better(v, k, bv, bk)) { bv = v; bk = k; }
+            if (k == cur) { seg_cur_v[s] = v; }
+            let seg_end = i + 1u == end;
+            if (seg_end || i + 1u == hi) {
+                if (base >= lo && seg_end) {
+                    seg_own_v[s] = bv;
+                    seg_own_k[s] = bk;
+                    seg_owned[s] = 1u;
+                } else if (base < lo) {
+                    first_s[lid] = s;
+                    first_v[lid] = bv;
+                    first_k[lid] = bk;
+                } else {
+                    last_s[lid] = s;
+                    last_v[lid] = bv;
+                    last_k[lid] = bk;
+                }
+                bv = -1.0;
+                bk = 0xffffffffu;
+                s++;
+                if (s < m) {
+                    j += 2u;
+                    a_bin = bnd[j - 1u];
+                    cur = bnd[j];
+                    lo_p = prefix[pb + a_bin];
+                    hi_p = prefix[pb + bnd[j + 1u]];
+                    base = end;
+                    end = seg_off[s + 1u];
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    if (lid < m) {
+        var bv = seg_own_v[lid];
+        var bk = seg_own_k[lid];
+        if (seg_owned[lid] == 0u) {
+            // Split across threads: combine their pieces in thread order.
+            bv = -1.0;
+            bk = 0xffffffffu;
+            let t_end = chunk_of(seg_off[lid + 1u] - 1u, total);
+            for (var t = chunk_of(seg_off[lid], total); t <= t_end; t++) {
+                if (first_s[t] == lid && better(first_v[t], first_k[t], bv, bk)) {
+                    bv = first_v[t];
+                    bk = first_k[t];
+                }
+                if (last_s[t] == lid && better(last_v[t], last_k[t], bv, bk)) {
+                    bv = last_v[t];
+                    bk = last_k[t];
+                }
+            }
+        }
+        // Only a strict gain moves a boundary, so S rises every move and sweeps end.
+        if (bv > seg_cur_v[lid]) {
+            bnd[first + 2u * lid] = bk;
+            atomicStore(&moved, 1u);
+        }
+    }
+    workgroupBarrier();
 }
 
 @compute @workgroup_size(256)
@@ -111,40 +247,9 @@ fn sweep(@builtin(workgroup_id) wid: vec3<u32>,
     var converged = 0u;
     for (var pass_sweep = 0u; pass_sweep < params.sweeps_per_pass; pass_sweep++) {
         if (sweeps >= params.max_sweeps) { break; }
-        if (lid == 0u) { moved = 0u; }
-        workgroupBarrier();
-        for (var j = 1u; j < h; j++) {
-            let a = bnd[j - 1u];
-            let c = bnd[j + 1u];
-            let cur = bnd[j];
-            var bv = -1.0;
-            var bk = 0xffffffffu;
-            for (var k = a + lid; k <= c; k += WORKGROUP_SIZE) {
-                let v = term(pb, a, k, ln2n) + term(pb, k, c, ln2n);
-                if (v > bv) { bv = v; bk = k; }
-                if (k == cur) { current_v = v; }
-            }
-            best_v[lid] = bv;
-            best_k[lid] = bk;
-            for (var s = WORKGROUP_SIZE / 2u; s > 0u; s = s / 2u) {
-                workgroupBarrier();
-                if (lid < s) {
-                    let v2 = best_v[lid + s];
-                    let k2 = best_k[lid + s];
-                    if (v2 > best_v[lid] || (v2 == best_v[lid] && k2 < best_k[lid])) {
-                        best_v[lid] = v2;
-                        best_k[lid] = k2;
-                    }
-                }
-            }
-            workgroupBarrier();
-            // Only a strict gain moves a boundary, so S rises every move and sweeps end.
-            if (lid == 0u && best_v[0] > current_v) {
-                bnd[j] = best_k[0];
-                moved = 1u;
-            }
-            workgroupBarrier();
-        }
+        if (lid == 0u) { atomicStore(&moved, 0u); }
+        sweep_phase(pb, ln2n, 1u, lid);
+        sweep_phase(pb, ln2n, 2u, lid);
         sweeps++;
         if (workgroupUniformLoad(&moved) == 0u) {
             converged = 1u;
@@ -159,8 +264,8 @@ fn sweep(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 // The same sweeps for small groups, one thread per group and no barriers (a workgroup per
-// group would spend its time in barriers): candidates in ascending order, a strict gain to
-// move, ties to the lower bin, exactly as the workgroup form decides.
+// group would spend its time in barriers): the same red-black order, candidates in ascending
+// order, a strict gain to move, ties to the lower bin, exactly as the workgroup form decides.
 @compute @workgroup_size(256)
 fn sweep_narrow(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
@@ -188,20 +293,23 @@ fn sweep_narrow(@builtin(workgroup_id) wid: vec3<u32>,
     for (var pass_sweep = 0u; pass_sweep < params.sweeps_per_pass; pass_sweep++) {
         if (sweeps >= params.max_sweeps) { break; }
         var moved = false;
-        for (var j = 1u; j < h; j++) {
-            let a = bn[j - 1u];
-            let c = bn[j + 1u];
-            var bv = -1.0;
-            var bk = 0u;
-            var cv = 0.0;
-            for (var k = a; k <= c; k++) {
-                let v = term(pb, a, k, ln2n) + term(pb, k, c, ln2n);
-                if (v > bv) { bv = v; bk = k; }
-                if (k == bn[j]) { cv = v; }
-            }
-            if (bv > cv) {
-                bn[j] = bk;
-                moved = true;
+        // Red-black order, as in the workgroup form: odd boundaries, then even ones.
+        for (var first = 1u; first <= 2u; first++) {
+            for (var j = first; j < h; j += 2u) {
+                let a = bn[j - 1u];
+                let c = bn[j + 1u];
+                var bv = -1.0;
+                var bk = 0u;
+                var cv = 0.0;
+                for (var k = a; k <= c; k++) {
+                    let v = term(pb, a, k, ln2n) + term(pb, k, c, ln2n);
+                    if (v > bv) { bv = v; bk = k; }
+                    if (k == bn[j]) { cv = v; }
+                }
+                if (bv > cv) {
+                    bn[j] = bk;
+                    moved = true;
+                }
             }
         }
         sweeps++;

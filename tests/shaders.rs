@@ -13,9 +13,10 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgquant::gpu::{Shader, all_shaders};
 
 /// Shared snippets: composed into kernels, never compiled alone.
-const SNIPPETS: [&str; 11] = [
+const SNIPPETS: [&str; 12] = [
     "common.wgsl",
     "weq.wgsl",
+    "weq_act.wgsl",
     "affine.wgsl",
     "segments.wgsl",
     "tiles.wgsl",

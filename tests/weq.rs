@@ -1,7 +1,9 @@
 //! Weighted-entropy quantization of weights: the GPU's histogram form against the exact CPU
 //! algorithm (S within 0.1%), the histogram bit for bit against its CPU twin and across runs,
 //! levels and thresholds well formed, S by hand on a tiny example, tensors larger than one
-//! binding, and the file round trip.
+//! binding, the single command stream against the round-based driver, and the file round
+//! trip. Sized to run in seconds on a software adapter: every distribution and width on cheap
+//! shapes, the expensive large-group sweeps once or twice each.
 
 mod common;
 
@@ -138,47 +140,116 @@ fn ties(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Distributions of the tests, by name.
+const DISTS: [&str; 5] = ["normal", "laplace", "outliers", "constant", "ties"];
+
+fn data(dist: &str, n: usize, seed: u64) -> Vec<f32> {
+    match dist {
+        "normal" => generate(Dist::Normal, n, seed),
+        "laplace" => generate(Dist::Laplace, n, seed),
+        "outliers" => generate(Dist::Outliers, n, seed),
+        "constant" => generate(Dist::Constant, n, seed),
+        _ => ties(n, seed),
+    }
+}
+
+/// The cases of [`gpu_entropy_within_exact`]: every distribution at every width on the cheap
+/// shapes, and one or two distributions per width on the expensive ones (the sweeps of large
+/// groups at 5 and 8 bits cost about a second each on a software adapter).
+fn entropy_cases() -> Vec<(Vec<usize>, Granularity, u32, &'static [&'static str])> {
+    use Granularity::{Channel, Tensor};
+    const ALL: &[&str] = &DISTS;
+    vec![
+        // Fewer values than clusters, single values, constant tensors.
+        (vec![1], Tensor, 2, ALL),
+        (vec![1], Tensor, 8, ALL),
+        (vec![3], Tensor, 3, ALL),
+        (vec![3], Tensor, 8, ALL),
+        // Small groups (S_REL_TOL_SMALL), every width.
+        (vec![1757], Tensor, 2, ALL),
+        (vec![1757], Tensor, 3, ALL),
+        (vec![1757], Tensor, 4, ALL),
+        (vec![1757], Tensor, 5, &["normal", "ties"]),
+        (vec![1757], Tensor, 8, &["laplace", "constant"]),
+        // Large groups (S_REL_TOL = 0.1%, the design point: 2^16 bins).
+        (vec![(1 << 16) + 3], Tensor, 2, &["ties", "constant"]),
+        (vec![(1 << 16) + 3], Tensor, 3, &["normal", "outliers"]),
+        (vec![(1 << 16) + 3], Tensor, 4, &["laplace", "normal"]),
+        (vec![(1 << 16) + 3], Tensor, 5, &["outliers"]),
+        // Per channel: a workgroup per group (8192 bins) ...
+        (vec![24, 384], Channel, 2, ALL),
+        (vec![24, 384], Channel, 3, ALL),
+        (vec![24, 384], Channel, 4, &["laplace", "ties"]),
+        (vec![24, 384], Channel, 5, &["laplace"]),
+        // ... and one thread per group (1024 bins), many groups to a workgroup.
+        // (At more clusters per value, small groups' local optima spread wider than
+        // S_REL_TOL_SMALL; twin_sweep_matches_gpu checks this kernel at 4 bits instead.)
+        (vec![200, 64], Channel, 3, &["laplace", "ties", "constant"]),
+    ]
+}
+
 #[test]
 fn gpu_entropy_within_exact() {
     let Some(ctx) = gpu() else { return };
     let mut failures = Vec::new();
     let mut cases = 0;
-    let dists = ["normal", "laplace", "outliers", "constant", "ties"];
-    for (shape, granularity) in [
-        (vec![1usize], Granularity::Tensor),
-        (vec![3], Granularity::Tensor),
-        (vec![1757], Granularity::Tensor),
-        ((vec![(1 << 16) + 3]), Granularity::Tensor),
-        (vec![24, 384], Granularity::Channel),
-    ] {
-        for bits in [2u32, 3, 4, 5, 8] {
-            let n: usize = shape.iter().product();
-            if bits == 8 && (n > 2000 || granularity == Granularity::Channel) {
-                continue;
-            }
-            for dist in dists {
-                let label = format!(
-                    "weq(shape={shape:?}, {}, bits={bits}, {dist})",
-                    granularity.label()
-                );
-                let seed = seed_for(&label);
-                let x = match dist {
-                    "normal" => generate(Dist::Normal, n, seed),
-                    "laplace" => generate(Dist::Laplace, n, seed),
-                    "outliers" => generate(Dist::Outliers, n, seed),
-                    "constant" => generate(Dist::Constant, n, seed),
-                    _ => ties(n, seed),
-                };
-                let cfg = WeqConfig { bits, granularity };
-                cases += 1;
-                if let Err(e) = run_case(ctx, &format!("{label} seed={seed:#x}"), &x, &shape, &cfg)
-                {
-                    failures.push(e);
-                }
+    for (shape, granularity, bits, dists) in entropy_cases() {
+        let n: usize = shape.iter().product();
+        for &dist in dists {
+            let label = format!(
+                "weq(shape={shape:?}, {}, bits={bits}, {dist})",
+                granularity.label()
+            );
+            let seed = seed_for(&label);
+            let x = data(dist, n, seed);
+            let cfg = WeqConfig { bits, granularity };
+            cases += 1;
+            if let Err(e) = run_case(ctx, &format!("{label} seed={seed:#x}"), &x, &shape, &cfg) {
+                failures.push(e);
             }
         }
     }
     finish("gpu_entropy_within_exact", cases, failures);
+}
+
+/// The single command stream ([`weq::encode`], every pass up to the cap) and the round-based
+/// driver ([`weq::run`], stopping at convergence) give the same bits: passes after a group
+/// converged change nothing.
+#[test]
+fn single_stream_equals_rounds() {
+    let Some(ctx) = gpu() else { return };
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for (n, group_len, bits) in [(48 * 300, 300usize, 3u32), (1757, 1757, 5)] {
+        let label = format!("weq::encode vs run(n={n}, group={group_len}, bits={bits})");
+        let x = generate(Dist::Laplace, n, seed_for(&label));
+        let e = |e: wgquant::Error| format!("{label}: {e}");
+        let outs = (|| -> wgquant::Result<_> {
+            let input = GpuTensor::from_f32(ctx, &x, &[n])?;
+            let a = weq::WeqBuffers::new(ctx, n, group_len, bits)?;
+            let b = weq::WeqBuffers::new(ctx, n, group_len, bits)?;
+            ctx.run("weq", |enc| {
+                weq::encode(ctx, enc, &input, group_len, bits, &a)
+            })?;
+            weq::run(ctx, &input, group_len, bits, &b)?;
+            let words = |o: &weq::WeqBuffers| -> wgquant::Result<Vec<Vec<u32>>> {
+                Ok(vec![
+                    o.codes.download(ctx)?,
+                    o.levels.download(ctx)?,
+                    o.thresholds.download(ctx)?,
+                    o.info.download(ctx)?,
+                ])
+            };
+            Ok((words(&a)?, words(&b)?))
+        })();
+        cases += 1;
+        match outs.map_err(e) {
+            Ok((a, b)) if a != b => failures.push(format!("{label}: outputs differ")),
+            Err(m) => failures.push(m),
+            _ => {}
+        }
+    }
+    finish("single_stream_equals_rounds", cases, failures);
 }
 
 #[test]
@@ -286,18 +357,21 @@ fn histogram_bit_identical() {
 #[test]
 fn larger_than_one_binding() {
     let Some(base) = gpu() else { return };
-    let small = base.with_work_limits(WorkLimits {
-        max_binding_bytes: (1 << 20) + 4096,
-        max_workgroups_per_dim: 37,
-    });
     let mut failures = Vec::new();
     let mut cases = 0;
-    for (shape, granularity) in [
-        (vec![(1usize << 19) + 5], Granularity::Tensor),
-        (vec![1500, 400], Granularity::Channel),
+    // Per tensor: a 1 MiB group read through 512 KiB windows (16,384 bins still fit one).
+    // Per channel: 64 KiB windows hold the histograms of two 400-element rows (2,048 bins
+    // each), so 120 rows take 60 batches. The grid is folded at 37 workgroups per dimension.
+    for (shape, granularity, binding) in [
+        (vec![(1usize << 18) + 5], Granularity::Tensor, 512u64 << 10),
+        (vec![120, 400], Granularity::Channel, 64 << 10),
     ] {
+        let small = base.with_work_limits(WorkLimits {
+            max_binding_bytes: binding + 4096,
+            max_workgroups_per_dim: 37,
+        });
         let label = format!(
-            "weq(shape={shape:?}, {}, small-windows)",
+            "weq(shape={shape:?}, {}, windows of {binding} B)",
             granularity.label()
         );
         let x = generate(Dist::Laplace, shape.iter().product(), seed_for(&label));
@@ -322,6 +396,10 @@ fn twin_sweep_matches_gpu() {
         (1 << 16, 1 << 16, 4u32),
         (64 * 300, 300, 3),
         (2000, 2000, 6),
+        // 64 boundaries a phase: segments inside one thread's chunk and across many.
+        (4096, 4096, 8),
+        // One thread per group (1,024 bins), 200 groups.
+        (200 * 64, 64, 4),
     ] {
         let label = format!("weq_sweep(n={n}, group={group_len}, bits={bits})");
         let x = generate(Dist::Laplace, n, seed_for(&label));

@@ -4,6 +4,7 @@
 mod bench_checkpoint;
 mod bench_matmul;
 mod demo;
+mod plot;
 mod study;
 mod study_discretize;
 mod study_weq;
@@ -40,6 +41,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Compare methods on synthetic tensors and checkpoint weights (`study weq`).
     Study(study::StudyArgs),
+    /// Pictures as SVG (`plot levels`: a weight histogram with each method's levels).
+    Plot(plot::PlotArgs),
     /// List the GPU adapters wgpu can see and the one wgquant would pick.
     Adapters,
     /// Measurements at scale.
@@ -268,6 +271,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(a) => inspect(a),
         Command::Demo(a) => demo::run(a),
         Command::Study(a) => study::run(a),
+        Command::Plot(a) => plot::run(a),
         Command::Adapters => adapters(),
         Command::Bench(BenchCommand::Checkpoint(a)) => bench_checkpoint::run(a),
         Command::Bench(BenchCommand::Matmul(a)) => bench_matmul::run(a),

@@ -1,6 +1,7 @@
 //! `wgquant study weq`: weighted entropy S, MSE and SQNR of WEQ against uniform (absmax and
 //! MSE-clip) and power-of-two log quantization at 2–6 bits, on Gaussian and Laplace tensors
-//! and, with `--checkpoint`, on that checkpoint's 2-D Linear weights (per tensor).
+//! and, with `--checkpoint`, on that checkpoint's 2-D Linear weights (per tensor); and of the
+//! WEQ activation quantizer against uniform unsigned quantizers on a ReLU batch.
 
 use std::path::PathBuf;
 
@@ -11,7 +12,7 @@ use wgquant::checkpoint::Checkpoint;
 use wgquant::checkpoint::report::ErrorStats;
 use wgquant::format::{Granularity, QuantizedTensor};
 use wgquant::quant::uniform::{Calibration, UniformConfig};
-use wgquant::quant::weq::{self, WeqConfig};
+use wgquant::quant::weq::{self, WeqConfig, activation};
 use wgquant::quant::{self, Backend};
 
 use super::{CliError, DeviceChoice, backend, open_device};
@@ -36,7 +37,7 @@ pub struct WeqStudyArgs {
 const METHODS: [&str; 4] = ["weq", "uniform absmax", "uniform mse", "pow2 log"];
 
 /// One method on one tensor at `bits`: the quantized tensor.
-fn quantize_with(
+pub(super) fn quantize_with(
     b: &Backend<'_>,
     method: &str,
     x: &[f32],
@@ -93,6 +94,57 @@ fn row(source: &str, bits: u32, method: &str, s: f64, err: &ErrorStats, n: f64) 
     );
 }
 
+/// The activation quantizer on a half-normal (ReLU) batch against uniform unsigned
+/// quantizers ([0, max] and MSE-clip): S over the positive outputs (`output_entropy`), MSE
+/// and SQNR.
+fn activations(b: &Backend<'_>, bits: &[u32], numel: usize) -> Result<(), CliError> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(2018);
+    let x: Vec<f32> = (0..numel)
+        .map(|_| StandardNormal.sample(&mut r))
+        .map(|z: f32| z.max(0.0))
+        .collect();
+    outln!(
+        "activations: ReLU of N(0, 1), {numel} values; weq-act STEP/O = levels 2^((O + j·STEP)/16) \
+         with (STEP, O) maximising S (over positive outputs); uniform unsigned per tensor"
+    );
+    let n = x.len() as f64;
+    for &bits in bits.iter().filter(|b| (1..=8).contains(*b)) {
+        let c = activation::calibrate(b, "x", &x, bits)?;
+        let y = c.quantizer.forward(b, "x", &x)?;
+        let label = format!("weq-act {}/{}", c.quantizer.step, c.quantizer.offset);
+        let err = ErrorStats::measure(&x, &y);
+        row(
+            "relu(normal)",
+            bits,
+            &label,
+            activation::output_entropy(&x, &y),
+            &err,
+            n,
+        );
+        for (name, calibration) in [
+            ("uniform [0,max]", Calibration::MinMax),
+            ("uniform mse", Calibration::Mse),
+        ] {
+            let cfg = UniformConfig {
+                scheme: AffineScheme::new(bits, AffineMode::Asymmetric)?,
+                granularity: Granularity::Tensor,
+                calibration,
+            };
+            let y = quant::uniform::fake_quantize(b, "x", &x, &[x.len()], &cfg)?;
+            let err = ErrorStats::measure(&x, &y);
+            row(
+                "relu(normal)",
+                bits,
+                name,
+                activation::output_entropy(&x, &y),
+                &err,
+                n,
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(a: WeqStudyArgs) -> Result<(), CliError> {
     let ctx = open_device(a.device)?;
     let b = backend(&ctx);
@@ -130,6 +182,7 @@ pub fn run(a: WeqStudyArgs) -> Result<(), CliError> {
             }
         }
     }
+    activations(&b, &a.bits, a.numel)?;
     if let Some(path) = &a.checkpoint {
         let ckpt = Checkpoint::open(path)?;
         let tensors = ckpt.tensors()?;

@@ -1,6 +1,7 @@
 //! CPU twin of `shaders/weq_sweep.wgsl`: WEQ cluster-boundary sweeps over a group's histogram
-//! prefix sums (same start, same candidate order and tie rule, f32 like the shader), and the
-//! assembly of signed levels and thresholds shared with the exact algorithm.
+//! prefix sums (same start, same red-black boundary order, candidate order and tie rule, f32
+//! like the shader), and the assembly of signed levels and thresholds shared with the exact
+//! algorithm.
 
 use rayon::prelude::*;
 
@@ -109,7 +110,9 @@ fn sweep_group(
     let mut sweeps = 0;
     loop {
         let mut moved = false;
-        for j in 1..h {
+        // Red-black order: odd boundaries, then even ones (those of one parity do not
+        // interact, so the GPU moves them together).
+        for j in (1..h).step_by(2).chain((2..h).step_by(2)) {
             let (a, c, cur) = (bnd[j - 1], bnd[j + 1], bnd[j]);
             let (mut bv, mut bk, mut cv) = (-1.0f32, usize::MAX, 0.0f32);
             for k in a..=c {

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 /// One chunk: its element count, the base index inside the windows, one window per tensor,
 /// and the workgroups for one element per thread.
 pub struct Chunk {
+    /// Global index of the chunk's first element.
+    pub first: u64,
     /// Elements.
     pub n: u32,
     /// Index of the chunk's first element in every window.
@@ -49,6 +51,7 @@ pub fn for_each_chunk(
             let windows = shared_windows(ctx, op, tensors, &(start..end), 4)?;
             let n = (end - start) as u32;
             f(&Chunk {
+                first: start,
                 n,
                 base: windows[0].base,
                 windows,

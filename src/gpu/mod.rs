@@ -31,6 +31,9 @@ pub mod segments;
 pub mod softmax_xent;
 pub mod tensor;
 pub mod tiles;
+pub mod weq_act_forward;
+pub mod weq_act_histogram;
+pub mod weq_act_sweep;
 pub mod weq_histogram;
 pub mod weq_sweep;
 
@@ -66,5 +69,8 @@ pub fn all_shaders() -> Vec<Shader> {
         qmatmul::SHADER_F16,
         int8_matmul::SHADER,
         requantize::SHADER,
+        weq_act_histogram::SHADER,
+        weq_act_sweep::SHADER,
+        weq_act_forward::SHADER,
     ]
 }

@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::context::Context;
-use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE};
+use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE, Window};
 use super::segments::AFFINE_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use super::tiles::window_for;
@@ -67,21 +67,36 @@ pub struct SweepOutputs<'a> {
     pub info: &'a GpuTensor,
 }
 
-/// Records the sweeps of groups `batch` whose prefix sums (`bins + 1` entries each, batch
+/// The sweeps of one batch of groups, prepared: its pipelines, parameters, binding windows and
+/// the state buffer carrying boundaries across passes. [`encode`] records every pass; a
+/// submit-and-wait driver can record them in rounds and stop once [`SweepPlan::converged`].
+pub struct SweepPlan<'a> {
+    ranges: &'a GpuTensor,
+    prefix: &'a GpuTensor,
+    out: &'a SweepOutputs<'a>,
+    params: WeqSweepParams,
+    entry: &'static str,
+    workgroups: u32,
+    windows: [Window; 6],
+    state: GpuTensor,
+    /// Words per group in `state`: boundaries 0..=H, sweeps run, converged flag.
+    state_words: usize,
+}
+
+/// Prepares the sweeps of groups `batch` whose prefix sums (`bins + 1` entries each, batch
 /// group 0 first) are in `prefix`; spans come from `ranges` (one `GroupRange` per group of
 /// the whole tensor).
 #[allow(clippy::too_many_arguments)]
-pub fn encode(
+pub fn plan<'a>(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    ranges: &GpuTensor,
-    prefix: &GpuTensor,
+    ranges: &'a GpuTensor,
+    prefix: &'a GpuTensor,
     batch: Range<u64>,
     bins: u32,
     bits: u32,
     max_sweeps: u32,
-    out: &SweepOutputs<'_>,
-) -> Result<()> {
+    out: &'a SweepOutputs<'a>,
+) -> Result<SweepPlan<'a>> {
     let groups = batch.end - batch.start;
     let per = 1u64 << bits;
     let all = ranges.byte_len() / 16;
@@ -140,7 +155,7 @@ pub fn encode(
         // A thread's candidates number 2·bins + H per sweep, but loops run as long as any of
         // the 8 groups sharing a SIMD vector needs them, so count 8 groups' worth.
         let h = 1u32 << (bits - 1);
-        let per_sweep = 8 * (2 * bins + 2 * h) + 2;
+        let per_sweep = 8 * (2 * bins + 2 * h) + 4;
         let per_pass = ((LOOP_BUDGET - 64 * h) / per_sweep).max(1);
         (
             "sweep_narrow",
@@ -154,41 +169,141 @@ pub fn encode(
         sweeps_per_pass: per_pass,
         ..params
     };
-    let clusters = 1u64 << (bits - 1);
-    let state = GpuTensor::zeros(ctx, &[(groups * (clusters + 3)) as usize], ElemType::U32)?;
-    let state_w = window_for(ctx, state.offset(), &(0..groups * (clusters + 3)), 4)?;
-    let sweep = ctx.pipeline(&SHADER, entry)?;
-    let passes = max_sweeps.div_ceil(params.sweeps_per_pass);
-    for pass in 0..passes {
-        let p = WeqSweepParams {
-            first_pass: u32::from(pass == 0),
-            ..params
-        };
-        let uniform = ctx.uniform("weq_sweep params", &p);
+    let state_words = (1usize << (bits - 1)) + 3;
+    let state = GpuTensor::zeros(ctx, &[groups as usize * state_words], ElemType::U32)?;
+    let state_w = window_for(ctx, state.offset(), &(0..groups * state_words as u64), 4)?;
+    Ok(SweepPlan {
+        ranges,
+        prefix,
+        out,
+        params,
+        entry,
+        workgroups,
+        windows: [ranges_w, prefix_w, levels_w, thresholds_w, info_w, state_w],
+        state,
+        state_words,
+    })
+}
+
+impl SweepPlan<'_> {
+    /// Passes that reach the sweep cap.
+    pub fn passes(&self) -> u32 {
+        self.params.max_sweeps.div_ceil(self.params.sweeps_per_pass)
+    }
+
+    /// Sweeps one pass runs at most.
+    pub fn sweeps_per_pass(&self) -> u32 {
+        self.params.sweeps_per_pass
+    }
+
+    /// Records passes `passes` (pass 0 starts from equal populations; a converged group
+    /// returns at once in later passes).
+    pub fn encode_passes(
+        &self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        passes: Range<u32>,
+    ) -> Result<()> {
+        let sweep = ctx.pipeline(&SHADER, self.entry)?;
+        let [_, prefix_w, _, _, _, state_w] = self.windows;
+        for pass in passes {
+            let p = WeqSweepParams {
+                first_pass: u32::from(pass == 0),
+                ..self.params
+            };
+            let uniform = ctx.uniform("weq_sweep params", &p);
+            let bindings = [
+                (0, uniform.as_entire_binding()),
+                (2, prefix_w.bind(self.prefix.buffer())),
+                (6, state_w.bind(self.state.buffer())),
+            ];
+            ctx.dispatch(encoder, &sweep, &bindings, self.workgroups)?;
+        }
+        Ok(())
+    }
+
+    /// Records the levels, thresholds and info of every group from its final boundaries.
+    pub fn encode_finish(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        let [ranges_w, prefix_w, levels_w, thresholds_w, info_w, state_w] = self.windows;
+        let uniform = ctx.uniform("weq_sweep finish params", &self.params);
         let bindings = [
             (0, uniform.as_entire_binding()),
-            (2, prefix_w.bind(prefix.buffer())),
-            (6, state_w.bind(state.buffer())),
+            (1, ranges_w.bind(self.ranges.buffer())),
+            (2, prefix_w.bind(self.prefix.buffer())),
+            (3, levels_w.bind(self.out.levels.buffer())),
+            (4, thresholds_w.bind(self.out.thresholds.buffer())),
+            (5, info_w.bind(self.out.info.buffer())),
+            (6, state_w.bind(self.state.buffer())),
         ];
-        ctx.dispatch(encoder, &sweep, &bindings, workgroups)?;
+        let finish = ctx.pipeline(&SHADER, "finish")?;
+        ctx.dispatch(
+            encoder,
+            &finish,
+            &bindings,
+            self.params.groups.div_ceil(WORKGROUP_SIZE),
+        )
     }
-    let uniform = ctx.uniform("weq_sweep finish params", &params);
-    let bindings = [
-        (0, uniform.as_entire_binding()),
-        (1, ranges_w.bind(ranges.buffer())),
-        (2, prefix_w.bind(prefix.buffer())),
-        (3, levels_w.bind(out.levels.buffer())),
-        (4, thresholds_w.bind(out.thresholds.buffer())),
-        (5, info_w.bind(out.info.buffer())),
-        (6, state_w.bind(state.buffer())),
-    ];
-    let finish = ctx.pipeline(&SHADER, "finish")?;
-    ctx.dispatch(
-        encoder,
-        &finish,
-        &bindings,
-        (groups as u32).div_ceil(WORKGROUP_SIZE),
-    )
+
+    /// Whether every group has converged (or reached the cap) after the passes submitted so
+    /// far; reads the state back, so it waits for them.
+    pub fn converged(&self, ctx: &Context) -> Result<bool> {
+        let state: Vec<u32> = self.state.download(ctx)?;
+        Ok(state
+            .chunks(self.state_words)
+            .all(|g| g[self.state_words - 1] != 0))
+    }
+
+    /// Submits the passes in rounds covering [`FIRST_ROUND_SWEEPS`] sweeps, then four times
+    /// more each round, until every group has converged (or the cap), then the finish, and
+    /// waits. `before` records work the first pass depends on (the histogram) into the first
+    /// round. Sweeps normally stop after tens, far below the cap a single stream must budget.
+    pub fn run(
+        &self,
+        ctx: &Context,
+        before: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        let (mut done, mut sweeps) = (0, FIRST_ROUND_SWEEPS);
+        let mut before = Some(before);
+        loop {
+            let upto = sweeps
+                .div_ceil(self.params.sweeps_per_pass)
+                .min(self.passes());
+            ctx.run("weq_sweep", |enc| {
+                if let Some(f) = before.take() {
+                    f(enc)?;
+                }
+                self.encode_passes(ctx, enc, done..upto)
+            })?;
+            done = upto;
+            if done == self.passes() || self.converged(ctx)? {
+                break;
+            }
+            sweeps = sweeps.saturating_mul(4);
+        }
+        ctx.run("weq_sweep finish", |enc| self.encode_finish(ctx, enc))
+    }
+}
+
+/// Sweeps the first round of [`SweepPlan::run`] covers.
+pub const FIRST_ROUND_SWEEPS: u32 = 32;
+
+/// Records every pass of the sweeps of groups `batch` (see [`plan`]), then the levels,
+/// thresholds and info of each group: the single-stream form for a host engine's encoder.
+#[allow(clippy::too_many_arguments)]
+pub fn encode(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    ranges: &GpuTensor,
+    prefix: &GpuTensor,
+    batch: Range<u64>,
+    bins: u32,
+    bits: u32,
+    max_sweeps: u32,
+    out: &SweepOutputs<'_>,
+) -> Result<()> {
+    let p = plan(ctx, ranges, prefix, batch, bins, bits, max_sweeps, out)?;
+    p.encode_passes(ctx, encoder, 0..p.passes())?;
+    p.encode_finish(ctx, encoder)
 }
 
 /// Groups of at most this many bins are swept one thread per group.
@@ -199,19 +314,19 @@ pub const NARROW_MAX_BINS: u32 = 1024;
 /// iterations the estimates below do not see.
 const LOOP_BUDGET: u32 = 40_000;
 
-/// Sweeps per dispatch so that one invocation's loops stay within [`LOOP_BUDGET`]: a sweep
-/// costs each thread its share of every boundary's candidates (2·bins + H in all), one
-/// iteration per boundary and the eight steps of each reduction.
+/// Sweeps per dispatch so that one invocation's loops stay within [`LOOP_BUDGET`]: a sweep is
+/// two phases, each costing a thread its share of the phase's candidates (at most bins + 64
+/// in all), the segment offsets (64), a binary search (7) and the combine (up to 256).
 pub fn sweeps_per_pass(bins: u32, bits: u32) -> u32 {
     let h = 1u32 << (bits - 1);
-    let per_sweep = (2 * bins + h) / WORKGROUP_SIZE + 1 + h + 10 * (h - 1) + 2;
+    let per_sweep = 2 * ((bins + 64) / WORKGROUP_SIZE + 1 + 64 + 8 + WORKGROUP_SIZE) + 4;
     // The first pass also runs H + 1 binary searches of log2(bins) + 1 steps.
     let init = 32 * (h / WORKGROUP_SIZE + 1);
     ((LOOP_BUDGET - init) / per_sweep).max(1)
 }
 
-/// [`encode`] for every group of `ranges`, submitted and waited for: levels, thresholds and
-/// info on the host.
+/// The sweeps of every group of `ranges`, submitted in rounds and waited for
+/// ([`SweepPlan::run`]): levels, thresholds and info on the host.
 pub fn weq_sweep(
     ctx: &Context,
     ranges: &GpuTensor,
@@ -230,19 +345,7 @@ pub fn weq_sweep(
         thresholds: &thresholds,
         info: &info,
     };
-    ctx.run("weq_sweep", |enc| {
-        encode(
-            ctx,
-            enc,
-            ranges,
-            prefix,
-            0..groups,
-            bins,
-            bits,
-            max_sweeps,
-            &out,
-        )
-    })?;
+    plan(ctx, ranges, prefix, 0..groups, bins, bits, max_sweeps, &out)?.run(ctx, |_| Ok(()))?;
     Ok((
         levels.to_f32(ctx)?,
         thresholds.to_f32(ctx)?,

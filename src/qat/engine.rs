@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use crate::cpu;
 use crate::cpu::matmul::Mat;
+use crate::cpu::weq_act_sweep::WeqActResult;
 use crate::error::{Error, Result};
 use crate::gpu::lsq::{LsqConfig, LsqGrads};
 use crate::gpu::lsq_init::StepInit;
@@ -15,6 +16,7 @@ use crate::gpu::optimizer::Update;
 use crate::gpu::softmax_xent::XentOut;
 use crate::gpu::{self, Context, ElemType, GpuTensor};
 use crate::quant::uniform::{Calibration, UniformConfig};
+use crate::quant::weq::activation::{self, WeqActBuffers};
 
 /// The per-group tensors of an LSQ quantizer: steps and offsets with their gradients.
 #[derive(Clone, Debug)]
@@ -122,6 +124,17 @@ pub trait Engine {
         grad: &Self::T,
         m: &Self::T,
         v: &Self::T,
+    ) -> Result<()>;
+    /// Calibrates a weighted-entropy log quantizer of activations at `bits` on `x` into
+    /// `record` (a u32 tensor of one `WeqActResult`; `quant::weq::activation`).
+    fn weq_act_calibrate(&mut self, bits: u32, x: &Self::T, record: &Self::T) -> Result<()>;
+    /// Its forward (ReLU merged) with the step and offset in `record`.
+    fn weq_act_forward(
+        &mut self,
+        bits: u32,
+        record: &Self::T,
+        x: &Self::T,
+        y: &Self::T,
     ) -> Result<()>;
     /// Finishes the work recorded so far (a training step's end).
     fn flush(&mut self) -> Result<()>;
@@ -317,6 +330,24 @@ impl Engine for GpuEngine {
         v: &GpuTensor,
     ) -> Result<()> {
         self.rec(|ctx, enc| gpu::optimizer::encode(ctx, enc, u, w, grad, m, v))
+    }
+    fn weq_act_calibrate(&mut self, bits: u32, x: &GpuTensor, record: &GpuTensor) -> Result<()> {
+        let bufs = WeqActBuffers {
+            range: gpu::minmax::ranges_tensor(&self.ctx, 1)?,
+            hist: gpu::weq_act_histogram::hist_tensor(&self.ctx)?,
+            record: record.clone(),
+        };
+        let flat = x.reshape(&[x.numel()])?;
+        self.rec(|ctx, enc| activation::encode_calibrate(ctx, enc, &flat, bits, &bufs))
+    }
+    fn weq_act_forward(
+        &mut self,
+        bits: u32,
+        record: &GpuTensor,
+        x: &GpuTensor,
+        y: &GpuTensor,
+    ) -> Result<()> {
+        self.rec(|ctx, enc| gpu::weq_act_forward::encode(ctx, enc, bits, record, x, y))
     }
     fn flush(&mut self) -> Result<()> {
         if let Some(enc) = self.encoder.take() {
@@ -607,6 +638,24 @@ impl Engine for CpuEngine {
         w.set(&wv)?;
         m.set(&mv)?;
         v.set(&vv)
+    }
+    fn weq_act_calibrate(&mut self, bits: u32, x: &CpuTensor, record: &CpuTensor) -> Result<()> {
+        let c = activation::calibrate(&crate::quant::Backend::Cpu, "activations", &x.f32()?, bits)?;
+        record.set_u32(bytemuck::cast_slice(&[c.record]))
+    }
+    fn weq_act_forward(
+        &mut self,
+        bits: u32,
+        record: &CpuTensor,
+        x: &CpuTensor,
+        y: &CpuTensor,
+    ) -> Result<()> {
+        let words = record.u32()?;
+        let r: WeqActResult = bytemuck::try_pod_read_unaligned(bytemuck::cast_slice(&words))
+            .map_err(|_| Error::shape("weq_act_forward", "the record is not one WeqActResult"))?;
+        let mut out = vec![0f32; y.len()];
+        cpu::weq_act_forward::weq_act_forward(&x.f32()?, &mut out, bits, r.step, r.offset)?;
+        y.set(&out)
     }
     fn flush(&mut self) -> Result<()> {
         Ok(())

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::lsq::LsqConfig;
 use crate::gpu::lsq_init::StepInit;
 use crate::gpu::optimizer::{Rule, Update};
+use crate::quant::weq::WeqActivation;
 use data::Dataset;
 use engine::{Engine, LsqBackward, QuantState};
 
@@ -65,6 +66,15 @@ struct Quantizer<T> {
     ready: bool,
 }
 
+/// A weighted-entropy log quantizer of a layer's input activations: no learnable parameters,
+/// calibrated on the first batch it sees; straight-through gradient.
+struct WeqAct<T> {
+    bits: u32,
+    /// One `WeqActResult` (u32 words).
+    record: T,
+    ready: bool,
+}
+
 /// One dense layer `z = Q(a)·Q(W)ᵀ + b`.
 struct Layer<T> {
     w: T,
@@ -75,6 +85,7 @@ struct Layer<T> {
     opt_b: [T; 2],
     weight_q: Option<Quantizer<T>>,
     input_q: Option<Quantizer<T>>,
+    input_weq: Option<WeqAct<T>>,
     inputs: usize,
     outputs: usize,
 }
@@ -168,6 +179,7 @@ impl<E: Engine> Mlp<E> {
                 ],
                 weight_q: None,
                 input_q: None,
+                input_weq: None,
                 inputs,
                 outputs,
             };
@@ -252,6 +264,54 @@ impl<E: Engine> Mlp<E> {
         self.engine.flush()
     }
 
+    /// Replaces the LSQ quantizers of the hidden layers' input activations (the outputs of
+    /// ReLU; not the first layer's raw features) by weighted-entropy log quantizers at the same
+    /// bits (`quant::weq::activation`: ReLU merged, levels 2^((o + j·step)/16) chosen on the
+    /// first training batch). Their gradient is straight-through: ReLU's mask, applied by the
+    /// ReLU backward that follows. Needs a quantized model.
+    pub fn weq_activations(mut self) -> Result<Self> {
+        let Some(spec) = self.cfg.quant else {
+            return Err(Error::param(
+                "qat",
+                "WEQ activations need a quantized model (TrainConfig::quant)",
+            ));
+        };
+        let n = self.layers.len();
+        for l in 1..n {
+            let bits = if l == n - 1 {
+                spec.first_last_bits
+            } else {
+                spec.bits
+            };
+            let record = self.engine.upload_u32(&[0; 8])?;
+            let layer = &mut self.layers[l];
+            layer.input_q = None;
+            layer.input_weq = Some(WeqAct {
+                bits,
+                record,
+                ready: false,
+            });
+        }
+        Ok(self)
+    }
+
+    /// Every calibrated WEQ activation quantizer, with its layer.
+    pub fn weq_activation_quantizers(&mut self) -> Result<Vec<(usize, WeqActivation)>> {
+        let mut out = Vec::new();
+        for l in 0..self.layers.len() {
+            let Some(q) = &self.layers[l].input_weq else {
+                continue;
+            };
+            if !q.ready {
+                continue;
+            }
+            let (bits, record) = (q.bits, q.record.clone());
+            let w = self.engine.read_u32(&record)?;
+            out.push((l, WeqActivation::new(bits, w[0], w[1] as i32)?));
+        }
+        Ok(out)
+    }
+
     /// The engine (for reading tensors back).
     pub fn engine(&mut self) -> &mut E {
         &mut self.engine
@@ -281,7 +341,18 @@ impl<E: Engine> Mlp<E> {
                     e.lsq_forward(&q.cfg, &a, rows * inputs, &q.state, &out)?;
                     out
                 }
-                None => a.clone(),
+                None => match &mut layer.input_weq {
+                    Some(q) => {
+                        if !q.ready {
+                            e.weq_act_calibrate(q.bits, &a, &q.record)?;
+                            q.ready = true;
+                        }
+                        let out = e.zeros(&[rows, inputs])?;
+                        e.weq_act_forward(q.bits, &q.record, &a, &out)?;
+                        out
+                    }
+                    None => a.clone(),
+                },
             };
             let weight_hat = match &layer.weight_q {
                 Some(q) => {
@@ -331,7 +402,7 @@ impl<E: Engine> Mlp<E> {
             let grad_what = e.zeros(&[outputs, inputs])?;
             e.matmul(&dz, true, &s.input_hat, false, None, &grad_what, false)?;
             e.matmul(&ones, false, &dz, false, None, &layer.grad_b, false)?;
-            let needs_input_grad = l > 0 || layer.input_q.is_some();
+            let needs_input_grad = l > 0 || layer.input_q.is_some() || layer.input_weq.is_some();
             let grad_ahat = e.zeros(&[rows, inputs])?;
             if needs_input_grad {
                 e.matmul(&dz, false, &s.weight_hat, false, None, &grad_ahat, false)?;

@@ -6,14 +6,22 @@
 //! The CPU runs the exact sort-based algorithm (`cpu::weq_exact`); the GPU builds a fine
 //! deterministic histogram of |w| (`weq_histogram`), sweeps the boundaries over its bins with
 //! every candidate evaluated in parallel (`weq_sweep`), and assigns codes by the boundaries
-//! (`codebook_assign`), all in one command stream.
+//! (`codebook_assign`): all in one command stream ([`encode`]), or submitted in rounds that
+//! stop sweeping once every group has converged ([`run`], what [`solve`] uses).
+//!
+//! Activations: the log-domain quantizer of [`activation`].
+
+pub mod activation;
+
+pub use activation::{WeqActCalibration, WeqActivation};
+
+use std::ops::Range;
 
 use crate::cpu::{self, weq_sweep::WeqInfo};
 use crate::error::{Error, Result};
 use crate::format::{Encoding, Granularity, QuantizedTensor};
-use crate::gpu::{
-    self, Context, ElemType, GpuTensor, minmax, weq_histogram, weq_sweep::SweepOutputs,
-};
+use crate::gpu::weq_sweep::{self, SweepOutputs};
+use crate::gpu::{self, Context, ElemType, GpuTensor, minmax, weq_histogram};
 
 use super::codebook::{self, segment};
 use super::{Backend, check_finite};
@@ -97,8 +105,79 @@ impl WeqBuffers {
     }
 }
 
+/// The GPU form's working set: per-group ranges, the bins per group, the batch size and the
+/// histogram and prefix buffers every batch of groups reuses.
+struct Prepared {
+    ranges: GpuTensor,
+    bins: u32,
+    groups: u64,
+    per_batch: u64,
+    hist: GpuTensor,
+    prefix: GpuTensor,
+}
+
+impl Prepared {
+    fn new(ctx: &Context, n: usize, group_len: usize) -> Result<Self> {
+        if group_len == 0 || !n.is_multiple_of(group_len) || n == 0 {
+            return Err(Error::param(
+                "weq",
+                format!("groups of {group_len} in {n} elements"),
+            ));
+        }
+        let groups = (n / group_len) as u64;
+        let bins = weq_histogram::bins_for(ctx, group_len);
+        let per_batch = weq_histogram::groups_per_batch(ctx, bins, BATCH_WORDS).min(groups);
+        Ok(Self {
+            ranges: minmax::ranges_tensor(ctx, groups as usize)?,
+            bins,
+            groups,
+            per_batch,
+            hist: weq_histogram::hist_tensor(ctx, per_batch, bins)?,
+            prefix: weq_histogram::prefix_tensor(ctx, per_batch, bins)?,
+        })
+    }
+
+    /// The batches of groups, in order.
+    fn batches(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        (0..self.groups)
+            .step_by(self.per_batch as usize)
+            .map(|g0| g0..(g0 + self.per_batch).min(self.groups))
+    }
+
+    /// Records the histogram and prefix sums of one batch.
+    fn encode_histogram(
+        &self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &GpuTensor,
+        group_len: usize,
+        batch: Range<u64>,
+    ) -> Result<()> {
+        weq_histogram::encode(
+            ctx,
+            encoder,
+            input,
+            group_len,
+            &self.ranges,
+            batch,
+            self.bins,
+            &self.hist,
+            &self.prefix,
+        )
+    }
+}
+
+fn sweep_outputs(out: &WeqBuffers) -> SweepOutputs<'_> {
+    SweepOutputs {
+        levels: &out.levels,
+        thresholds: &out.thresholds,
+        info: &out.info,
+    }
+}
+
 /// Records the GPU form for `input` (f32, groups of `group_len`) into `out`: ranges (minmax),
-/// then per batch of groups the histogram, prefix sums and sweeps, then the codes.
+/// then per batch of groups the histogram, prefix sums and every sweep pass up to
+/// [`MAX_SWEEPS`], then the codes, all in one command stream.
 pub fn encode(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -108,53 +187,55 @@ pub fn encode(
     out: &WeqBuffers,
 ) -> Result<()> {
     let n = input.numel();
-    if group_len == 0 || n % group_len != 0 || n == 0 {
-        return Err(Error::param(
-            "weq",
-            format!("groups of {group_len} in {n} elements"),
-        ));
-    }
-    let groups = (n / group_len) as u64;
-    let ranges = minmax::ranges_tensor(ctx, groups as usize)?;
-    minmax::encode(ctx, encoder, input, group_len, &ranges)?;
-    let bins = weq_histogram::bins_for(ctx, group_len);
-    let per_batch = weq_histogram::groups_per_batch(ctx, bins, BATCH_WORDS).min(groups);
-    let hist = weq_histogram::hist_tensor(ctx, per_batch, bins)?;
-    let prefix = weq_histogram::prefix_tensor(ctx, per_batch, bins)?;
-    let outputs = SweepOutputs {
-        levels: &out.levels,
-        thresholds: &out.thresholds,
-        info: &out.info,
-    };
-    let mut g0 = 0;
-    while g0 < groups {
-        let batch = g0..(g0 + per_batch).min(groups);
-        weq_histogram::encode(
-            ctx,
-            encoder,
-            input,
-            group_len,
-            &ranges,
-            batch.clone(),
-            bins,
-            &hist,
-            &prefix,
+    let p = Prepared::new(ctx, n, group_len)?;
+    minmax::encode(ctx, encoder, input, group_len, &p.ranges)?;
+    let outputs = sweep_outputs(out);
+    for batch in p.batches() {
+        p.encode_histogram(ctx, encoder, input, group_len, batch.clone())?;
+        let sweep = weq_sweep::plan(
+            ctx, &p.ranges, &p.prefix, batch, p.bins, bits, MAX_SWEEPS, &outputs,
         )?;
-        gpu::weq_sweep::encode(
-            ctx,
-            encoder,
-            &ranges,
-            &prefix,
-            batch.clone(),
-            bins,
-            bits,
-            MAX_SWEEPS,
-            &outputs,
-        )?;
-        g0 = batch.end;
+        sweep.encode_passes(ctx, encoder, 0..sweep.passes())?;
+        sweep.encode_finish(ctx, encoder)?;
     }
     let seg = segment(n, group_len, bits);
     gpu::codebook_assign::encode(ctx, encoder, input, &out.codes, &out.thresholds, &[seg])
+}
+
+/// [`encode`]'s work submitted and waited for, each batch's sweeps in rounds that stop once
+/// its groups have converged ([`weq_sweep::SweepPlan::run`]).
+pub fn run(
+    ctx: &Context,
+    input: &GpuTensor,
+    group_len: usize,
+    bits: u32,
+    out: &WeqBuffers,
+) -> Result<()> {
+    let n = input.numel();
+    let p = Prepared::new(ctx, n, group_len)?;
+    ctx.run("weq ranges", |enc| {
+        minmax::encode(ctx, enc, input, group_len, &p.ranges)
+    })?;
+    let outputs = sweep_outputs(out);
+    for batch in p.batches() {
+        weq_sweep::plan(
+            ctx,
+            &p.ranges,
+            &p.prefix,
+            batch.clone(),
+            p.bins,
+            bits,
+            MAX_SWEEPS,
+            &outputs,
+        )?
+        .run(ctx, |enc| {
+            p.encode_histogram(ctx, enc, input, group_len, batch)
+        })?;
+    }
+    let seg = segment(n, group_len, bits);
+    ctx.run("weq codes", |enc| {
+        gpu::codebook_assign::encode(ctx, enc, input, &out.codes, &out.thresholds, &[seg])
+    })
 }
 
 /// Quantizes host data with WEQ on `backend`; `name` labels errors.
@@ -177,9 +258,7 @@ pub fn solve(
         Backend::Gpu(ctx) => {
             let input = GpuTensor::from_f32(ctx, data, &[data.len()])?;
             let out = WeqBuffers::new(ctx, data.len(), group_len, cfg.bits)?;
-            ctx.run("weq", |enc| {
-                encode(ctx, enc, &input, group_len, cfg.bits, &out)
-            })?;
+            run(ctx, &input, group_len, cfg.bits, &out)?;
             let info: Vec<WeqInfo> = out.info.download(ctx)?;
             (
                 out.codes.to_u32(ctx)?,
