@@ -30,11 +30,11 @@ fn laplace(n: usize) -> Vec<f32> {
 
 fn context() -> Option<Context> {
     // As the CLI does: lavapipe uses one thread unless told otherwise (see src/main.rs).
-    if std::env::var_os("LP_NUM_THREADS").is_none() {
-        if let Ok(n) = std::thread::available_parallelism() {
-            // SAFETY: set before the first device exists; nothing reads it concurrently.
-            unsafe { std::env::set_var("LP_NUM_THREADS", n.get().to_string()) };
-        }
+    if std::env::var_os("LP_NUM_THREADS").is_none()
+        && let Ok(n) = std::thread::available_parallelism()
+    {
+        // SAFETY: set before the first device exists; nothing reads it concurrently.
+        unsafe { std::env::set_var("LP_NUM_THREADS", n.get().to_string()) };
     }
     match Context::new() {
         Ok(c) => {

@@ -57,10 +57,10 @@ fn report_file_size_limits() {
 /// codebook_assign or k-means pass takes 1.8x as long); let it use every core this process
 /// may. A user's own setting is respected; other drivers ignore the variable.
 fn use_every_core_on_lavapipe() {
-    if std::env::var_os("LP_NUM_THREADS").is_none() {
-        if let Ok(n) = std::thread::available_parallelism() {
-            // SAFETY: called first thing in main, before any other thread exists.
-            unsafe { std::env::set_var("LP_NUM_THREADS", n.get().to_string()) };
-        }
+    if std::env::var_os("LP_NUM_THREADS").is_none()
+        && let Ok(n) = std::thread::available_parallelism()
+    {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("LP_NUM_THREADS", n.get().to_string()) };
     }
 }

@@ -81,7 +81,7 @@ fn fake_quant_in_place_inside_a_host_buffer_and_encoder() {
     let (a_off, a_rows, a_cols) = (512u64, 3usize, 101usize);
     let a_len = a_rows * a_cols;
     let b_off = a_off + a_len as u64 * 4 + 4 * 9;
-    assert!(b_off % 4 == 0 && b_off % 256 != 0);
+    assert!(b_off.is_multiple_of(4) && !b_off.is_multiple_of(256));
     let b_len = 257usize;
     let size = (b_off + b_len as u64 * 4 + 300).next_multiple_of(4);
     let unrelated: Vec<u8> = (0..size as u32)

@@ -179,7 +179,7 @@ fn problem(label: &str, m: usize, n: usize, k: usize, variant: usize) -> Problem
     let w = codes(&mut r, n * k, w_qmin);
     let x_zero = x_qmin + r.random_range(0..255);
     let w_zero = (w_qmin == 0).then(|| (0..n).map(|_| r.random_range(0..256)).collect());
-    let bias = (variant % 2 == 0).then(|| {
+    let bias = variant.is_multiple_of(2).then(|| {
         (0..n)
             .map(|_| r.random_range(-(1 << 20)..(1 << 20)))
             .collect()

@@ -56,7 +56,11 @@ fn quantize(kind: &str, data: &[f32], n: usize, k: usize) -> Weight {
         Weight::Quantized(uniform::quantize(&Backend::Cpu, "w", data, &shape, &cfg).unwrap())
     };
     let group = |prefer: &[usize]| {
-        let g = prefer.iter().copied().find(|g| k % g == 0).unwrap_or(k);
+        let g = prefer
+            .iter()
+            .copied()
+            .find(|g| k.is_multiple_of(*g))
+            .unwrap_or(k);
         Granularity::Group(g)
     };
     match kind {

@@ -13,11 +13,11 @@ use wgquant::{cpu, gpu};
 /// thread unless `LP_NUM_THREADS` says otherwise, so it is set to every core first (as the CLI
 /// does); a user's own setting is kept.
 pub fn context() -> Option<Context> {
-    if std::env::var_os("LP_NUM_THREADS").is_none() {
-        if let Ok(n) = std::thread::available_parallelism() {
-            // SAFETY: called before the benches start any thread that reads the environment.
-            unsafe { std::env::set_var("LP_NUM_THREADS", n.get().to_string()) };
-        }
+    if std::env::var_os("LP_NUM_THREADS").is_none()
+        && let Ok(n) = std::thread::available_parallelism()
+    {
+        // SAFETY: called before the benches start any thread that reads the environment.
+        unsafe { std::env::set_var("LP_NUM_THREADS", n.get().to_string()) };
     }
     match Context::new() {
         Ok(ctx) => {

@@ -93,19 +93,19 @@ pub fn dequantize_file(backend: &Backend<'_>, input: &Path, output: &Path) -> Re
     let mut plan: Vec<(&SourceTensor, Dtype, Vec<usize>, Origin<'_>)> = Vec::new();
     let mut emitted = std::collections::HashSet::new();
     for t in source.tensors() {
-        if let Some((base, _)) = disk::split_part(&t.name) {
-            if let Some(l) = by_name.get(base) {
-                // A quantized tensor is emitted once, at its first part.
-                if emitted.insert(base) {
-                    plan.push((
-                        t,
-                        original_dtype(&source, t, &l.record.dtype)?,
-                        l.record.shape.clone(),
-                        Origin::Decode(l),
-                    ));
-                }
-                continue;
+        if let Some((base, _)) = disk::split_part(&t.name)
+            && let Some(l) = by_name.get(base)
+        {
+            // A quantized tensor is emitted once, at its first part.
+            if emitted.insert(base) {
+                plan.push((
+                    t,
+                    original_dtype(&source, t, &l.record.dtype)?,
+                    l.record.shape.clone(),
+                    Origin::Decode(l),
+                ));
             }
+            continue;
         }
         match by_name.get(t.name.as_str()) {
             Some(l) if l.quantized.is_none() => plan.push((

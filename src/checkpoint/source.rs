@@ -127,12 +127,12 @@ impl Source {
                 if !seen.insert(t.name.clone()) {
                     return Err(shard.tensor_error(&t.name, "appears in more than one shard"));
                 }
-                if let Some(exp) = expected {
-                    if exp.get(t.name.as_str()) != Some(&i) {
-                        return Err(
-                            shard.tensor_error(&t.name, "is not mapped to this shard by the index")
-                        );
-                    }
+                if let Some(exp) = expected
+                    && exp.get(t.name.as_str()) != Some(&i)
+                {
+                    return Err(
+                        shard.tensor_error(&t.name, "is not mapped to this shard by the index")
+                    );
                 }
                 let start = t.data.as_ptr() as usize - shard.bytes().as_ptr() as usize;
                 let range = start..start + t.data.len();
@@ -145,15 +145,13 @@ impl Source {
                 });
             }
         }
-        if let Some(exp) = expected {
-            if let Some(missing) = exp.keys().find(|n| !seen.contains(**n)) {
-                return Err(Error::Format {
-                    path: self.path.clone(),
-                    msg: format!(
-                        "the index maps tensor '{missing}' to a shard that does not hold it"
-                    ),
-                });
-            }
+        if let Some(exp) = expected
+            && let Some(missing) = exp.keys().find(|n| !seen.contains(**n))
+        {
+            return Err(Error::Format {
+                path: self.path.clone(),
+                msg: format!("the index maps tensor '{missing}' to a shard that does not hold it"),
+            });
         }
         Ok(())
     }

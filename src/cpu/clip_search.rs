@@ -40,7 +40,7 @@ pub fn clip_search(
     scheme: &AffineScheme,
     candidates: u32,
 ) -> Result<Vec<GroupRange>> {
-    if group_len == 0 || x.len() % group_len != 0 || x.len() / group_len != ranges.len() {
+    if group_len == 0 || !x.len().is_multiple_of(group_len) || x.len() / group_len != ranges.len() {
         return Err(Error::shape(
             "clip_search",
             "one range per group of the input is needed",

@@ -372,7 +372,7 @@ pub fn search_round(
     spec: &SearchSpec,
 ) -> Result<Vec<f32>> {
     spec.validate()?;
-    if group_len == 0 || x.len() % group_len != 0 || x.len() / group_len != states.len() {
+    if group_len == 0 || !x.len().is_multiple_of(group_len) || x.len() / group_len != states.len() {
         return Err(Error::shape(
             "discretize",
             "one state per group of the input is needed",

@@ -33,7 +33,7 @@ pub fn group_histograms(
     bins: u32,
     symmetric: bool,
 ) -> Result<Vec<u32>> {
-    if group_len == 0 || x.len() % group_len != 0 || x.len() / group_len != ranges.len() {
+    if group_len == 0 || !x.len().is_multiple_of(group_len) || x.len() / group_len != ranges.len() {
         return Err(Error::shape(
             "histogram",
             "one range per group of the input is needed",

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::lsq::LsqConfig;
 
 fn check(op: &str, n: usize, group_len: usize, step: &[f32], beta: &[f32]) -> Result<usize> {
-    if group_len == 0 || n % group_len != 0 {
+    if group_len == 0 || !n.is_multiple_of(group_len) {
         return Err(Error::param(
             op,
             format!("group length {group_len} does not divide {n}"),
@@ -109,7 +109,7 @@ pub fn lsq_backward(
                 dx_out[k] = dx;
                 y_out[k] = u.clamp(-qn, qp).round_ties_even() * s + b;
                 sum.0 += f64::from(dy) * f64::from(ds);
-                sum.1 += f64::from(dy) * f64::from(db);
+                sum.1 += f64::from(dy) * db;
             }
             sum
         })

@@ -13,7 +13,7 @@ pub fn init_steps(
     v: &[f32],
     group_len: usize,
 ) -> Result<Vec<f32>> {
-    if group_len == 0 || v.len() % group_len != 0 {
+    if group_len == 0 || !v.len().is_multiple_of(group_len) {
         return Err(Error::param(
             "lsq_init",
             format!("group length {group_len} does not divide {}", v.len()),

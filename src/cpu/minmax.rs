@@ -11,7 +11,7 @@ const TASK_ELEMS: usize = 1 << 16;
 
 /// The range of every group of `group_len` consecutive elements of `x`.
 pub fn group_ranges(x: &[f32], group_len: usize) -> Result<Vec<GroupRange>> {
-    if group_len == 0 || x.len() % group_len != 0 {
+    if group_len == 0 || !x.len().is_multiple_of(group_len) {
         return Err(Error::param(
             "minmax",
             format!(

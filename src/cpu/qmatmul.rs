@@ -143,13 +143,13 @@ impl<'a> QWeight<'a> {
             return;
         }
         let words = &self.codes[bit0 / 32..(bit0 + cols * bits).div_ceil(32)];
-        if bit0 % 32 == 0 && bits == 1 {
+        if bit0.is_multiple_of(32) && bits == 1 {
             unpack_words::<1>(words, out);
-        } else if bit0 % 32 == 0 && bits == 2 {
+        } else if bit0.is_multiple_of(32) && bits == 2 {
             unpack_words::<2>(words, out);
-        } else if bit0 % 32 == 0 && bits == 4 {
+        } else if bit0.is_multiple_of(32) && bits == 4 {
             unpack_words::<4>(words, out);
-        } else if bit0 % 32 == 0 && bits == 8 {
+        } else if bit0.is_multiple_of(32) && bits == 8 {
             unpack_words::<8>(words, out);
         } else {
             for (k, o) in out.iter_mut().enumerate() {

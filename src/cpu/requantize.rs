@@ -19,7 +19,7 @@ pub fn requantize(
     for m in multipliers {
         m.validate(op)?;
     }
-    if y.len() != acc.len() || n == 0 || acc.len() % n != 0 {
+    if y.len() != acc.len() || n == 0 || !acc.len().is_multiple_of(n) {
         return Err(Error::shape(op, "accumulators and outputs differ"));
     }
     if !(multipliers.len() == 1 || multipliers.len() == n) {

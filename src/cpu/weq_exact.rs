@@ -151,7 +151,7 @@ pub fn weq_exact(
     bits: u32,
     max_sweeps: u32,
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<ExactInfo>)> {
-    if !(1..=8).contains(&bits) || group_len == 0 || x.len() % group_len != 0 {
+    if !(1..=8).contains(&bits) || group_len == 0 || !x.len().is_multiple_of(group_len) {
         return Err(Error::param(
             "weq_exact",
             format!("{bits} bits, groups of {group_len} in {} elements", x.len()),

@@ -73,7 +73,7 @@ pub fn weq_histogram(
     ranges: &[GroupRange],
     bins: u32,
 ) -> Result<Vec<u32>> {
-    if group_len == 0 || x.len() % group_len != 0 || x.len() / group_len != ranges.len() {
+    if group_len == 0 || !x.len().is_multiple_of(group_len) || x.len() / group_len != ranges.len() {
         return Err(Error::shape(
             "weq_histogram",
             "one range per group of the input is needed",

@@ -94,12 +94,12 @@ fn sweep_group(
 ) -> (Vec<f32>, Vec<f32>, WeqInfo) {
     let bins = p.len() - 1;
     let total = p[bins].count;
-    let ln2n = (total.max(1) as f32).ln() + 0.693_147_2;
+    let ln2n = (total.max(1) as f32).ln() + std::f32::consts::LN_2;
     let hu = h as u32;
     let mut bnd: Vec<usize> = (0..=h)
         .map(|j| {
             let j = j as u32;
-            let target = (total / hu) * j + ((total % hu) * j + hu - 1) / hu;
+            let target = (total / hu) * j + ((total % hu) * j).div_ceil(hu);
             if j == hu {
                 bins
             } else {

@@ -66,7 +66,8 @@ impl GgmlType {
 
     /// Bytes of `n` elements, if `n` fills whole blocks.
     pub fn bytes(self, n: usize) -> Option<usize> {
-        (n % self.block_size() == 0).then(|| n / self.block_size() * self.type_size())
+        n.is_multiple_of(self.block_size())
+            .then(|| n / self.block_size() * self.type_size())
     }
 
     /// The lowercase name (`q4_0`, …).

@@ -68,7 +68,7 @@ pub fn words_to_bytes(words: &[u32]) -> Vec<u8> {
 
 /// Words from little-endian bytes; `None` if the length is not a multiple of 4.
 pub fn bytes_to_words(bytes: &[u8]) -> Option<Vec<u32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     Some(

@@ -205,13 +205,13 @@ impl QuantizedTensor {
                 }
             }
             Encoding::Codebook { levels, thresholds } => {
-                if let Some(t) = thresholds {
-                    if t.len() != levels.len() {
-                        return Err(Error::shape(
-                            op,
-                            format!("{} thresholds for {} levels", t.len(), levels.len()),
-                        ));
-                    }
+                if let Some(t) = thresholds
+                    && t.len() != levels.len()
+                {
+                    return Err(Error::shape(
+                        op,
+                        format!("{} thresholds for {} levels", t.len(), levels.len()),
+                    ));
                 }
                 if levels.len() != groups << self.bits {
                     return Err(Error::shape(

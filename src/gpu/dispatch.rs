@@ -282,7 +282,7 @@ pub fn window_of(
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment.max(4));
     let start = byte_offset + first * elem_size;
     let offset = start / align * align;
-    if (start - offset) % elem_size != 0 {
+    if !(start - offset).is_multiple_of(elem_size) {
         return Err(Error::param(
             "window",
             format!("byte offset {byte_offset} is not a multiple of the {elem_size}-byte element"),

@@ -89,7 +89,7 @@ pub fn encode(
 ) -> Result<()> {
     input.expect_dtype("histogram", ElemType::F32)?;
     let n = input.numel() as u64;
-    if group_len == 0 || n % group_len as u64 != 0 {
+    if group_len == 0 || !n.is_multiple_of(group_len as u64) {
         return Err(Error::param(
             "histogram",
             format!("group length {group_len} does not divide {n}"),

@@ -139,7 +139,7 @@ pub fn encode_ema(
     first: bool,
     momentum: f32,
 ) -> Result<()> {
-    if batch.byte_len() != state.byte_len() || batch.byte_len() % 16 != 0 {
+    if batch.byte_len() != state.byte_len() || !batch.byte_len().is_multiple_of(16) {
         return Err(Error::shape(
             "minmax::ema",
             "batch and state ranges differ in size",

@@ -226,7 +226,7 @@ pub fn encode(
     };
     let (groups_per_row, group_len, uniform) = l.grouping();
     let row_bits = (k * l.bits as usize) as u64;
-    let aligned = gemv && row_bits % 32 == 0 && 32 % l.bits == 0;
+    let aligned = gemv && row_bits.is_multiple_of(32) && 32 % l.bits == 0;
     let uniform = gemv && uniform;
     let constants = [
         // KIND_AFFINE, KIND_CODEBOOK, KIND_DENSE in the WGSL.

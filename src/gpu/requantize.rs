@@ -66,7 +66,7 @@ pub fn encode(
     y.expect_dtype(op, ElemType::I32)?;
     multipliers.expect_dtype(op, ElemType::I32)?;
     let len = acc.numel();
-    if y.numel() != len || n == 0 || len % n != 0 || len >= 1 << 31 {
+    if y.numel() != len || n == 0 || !len.is_multiple_of(n) || len >= 1 << 31 {
         return Err(Error::shape(
             op,
             format!("{len} accumulators, {} outputs, {n} columns", y.numel()),

@@ -178,13 +178,13 @@ fn check_buffers(
             ));
         }
     }
-    if bufs.src.is_none() {
-        if let Some(seg) = segments.iter().find(|s| s.src != s.dst) {
-            return Err(Error::param(
-                op,
-                format!("in-place segment {seg:?} has src != dst"),
-            ));
-        }
+    if bufs.src.is_none()
+        && let Some(seg) = segments.iter().find(|s| s.src != s.dst)
+    {
+        return Err(Error::param(
+            op,
+            format!("in-place segment {seg:?} has src != dst"),
+        ));
     }
     let src_len = bufs.src.unwrap_or(bufs.dst).numel();
     let params_len = bufs

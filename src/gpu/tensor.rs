@@ -110,7 +110,7 @@ impl GpuTensor {
         dtype: ElemType,
     ) -> Result<Self> {
         let bytes = numel(shape) as u64 * dtype.size();
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return Err(Error::param(
                 "GpuTensor::wrap",
                 format!("offset {offset} is not a multiple of 4"),
@@ -271,7 +271,7 @@ impl GpuTensor {
     pub fn download<T: bytemuck::Pod>(&self, ctx: &Context) -> Result<Vec<T>> {
         let total = self.byte_len();
         let item = std::mem::size_of::<T>() as u64;
-        if item == 0 || total % item != 0 {
+        if item == 0 || !total.is_multiple_of(item) {
             return Err(Error::UnsupportedDType {
                 op: "GpuTensor::download".into(),
                 dtype: format!("{total} bytes into {}", std::any::type_name::<T>()),

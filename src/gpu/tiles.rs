@@ -94,7 +94,7 @@ impl TilePlan {
         max_tile: u64,
         elems_per_lane: u64,
     ) -> Result<Self> {
-        if group_len == 0 || numel % group_len != 0 {
+        if group_len == 0 || !numel.is_multiple_of(group_len) {
             return Err(Error::param(
                 "tiles",
                 format!("group length {group_len} does not divide {numel} elements"),

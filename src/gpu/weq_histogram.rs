@@ -121,7 +121,12 @@ pub fn encode(
     let n = input.numel() as u64;
     let gl = group_len as u64;
     let groups = batch.end - batch.start;
-    if gl == 0 || n % gl != 0 || batch.end * gl > n || groups == 0 || !bins.is_power_of_two() {
+    if gl == 0
+        || !n.is_multiple_of(gl)
+        || batch.end * gl > n
+        || groups == 0
+        || !bins.is_power_of_two()
+    {
         return Err(Error::param(
             "weq_histogram",
             format!("groups {batch:?} of {group_len} in {n} elements with {bins} bins"),

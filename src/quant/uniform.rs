@@ -79,13 +79,13 @@ impl UniformConfig {
                 "absmax calibration needs a symmetric scheme (use minmax for asymmetric)",
             ));
         }
-        if let Calibration::Percentile(p) = self.calibration {
-            if !(p > 0.0 && p <= 100.0) {
-                return Err(Error::param(
-                    "calibration",
-                    format!("percentile {p} outside (0, 100]"),
-                ));
-            }
+        if let Calibration::Percentile(p) = self.calibration
+            && !(p > 0.0 && p <= 100.0)
+        {
+            return Err(Error::param(
+                "calibration",
+                format!("percentile {p} outside (0, 100]"),
+            ));
         }
         let numel: usize = shape.iter().product();
         if numel as u64 >= u64::from(u32::MAX) {
