@@ -24,8 +24,8 @@ pub fn codebook_assign(
     for seg in segments {
         let input = &src[seg.src as usize..];
         let levels = 1usize << seg.bits;
-        pack_segment(seg, &mut codes[seg.dst as usize..], |i| {
-            let t = &thresholds[seg.group_of(i) * levels..][..levels - 1];
+        pack_segment(seg, &mut codes[seg.dst as usize..], |i, g| {
+            let t = &thresholds[g * levels..][..levels - 1];
             t.partition_point(|&b| b <= input[i]) as u32
         });
     }

@@ -22,8 +22,8 @@ pub fn codebook_dequantize(
     )?;
     for seg in segments {
         let out = &mut dst[seg.dst as usize..];
-        unpack_segment(seg, &codes[seg.src as usize..], out, |i, code| {
-            levels[(seg.group_of(i) << seg.bits) + code as usize]
+        unpack_segment(seg, &codes[seg.src as usize..], out, |_, g, code| {
+            levels[(g << seg.bits) + code as usize]
         });
     }
     Ok(())

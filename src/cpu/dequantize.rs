@@ -22,8 +22,7 @@ pub fn dequantize(
     )?;
     for seg in segments {
         let out = &mut dst[seg.dst as usize..];
-        unpack_segment(seg, &codes[seg.src as usize..], out, |i, code| {
-            let g = seg.group_of(i);
+        unpack_segment(seg, &codes[seg.src as usize..], out, |_, g, code| {
             dequantize_code(code as i32 + seg.qmin, scale[g], zero[g])
         });
     }

@@ -3,15 +3,10 @@
 
 use rayon::prelude::*;
 
-use crate::affine::{AffineSegment, Layout, check_segments, dequantize_code, quantize_code};
+use crate::affine::{
+    AffineSegment, Layout, MAGIC_EXACT, ROUND_MAGIC, check_segments, dequantize_code, quantize_code,
+};
 use crate::error::Result;
-
-/// Adding then subtracting 1.5·2^23 rounds an f32 of magnitude below 2^22 to the nearest
-/// integer, ties to even, in the default rounding mode, without a library call.
-const ROUND_MAGIC: f32 = 12_582_912.0;
-
-/// Largest magnitude the magic rounding handles exactly (2^22).
-const MAGIC_EXACT: f32 = 4_194_304.0;
 
 /// Elements per rayon task: large enough to amortise scheduling, small enough to balance.
 const TASK_ELEMS: usize = 1 << 16;

@@ -24,8 +24,8 @@ pub fn prune_mask(
     )?;
     for seg in segments {
         let input = &src[seg.src as usize..];
-        pack_segment(seg, &mut mask[seg.dst as usize..], |i| {
-            u32::from(input[i].abs() > thresholds[seg.group_of(i)])
+        pack_segment(seg, &mut mask[seg.dst as usize..], |i, g| {
+            u32::from(input[i].abs() > thresholds[g])
         });
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! the layout of `src/format/pack.rs`.
 
 use super::segments::pack_segment;
-use crate::affine::{AffineSegment, Layout, check_segments, quantize_code};
+use crate::affine::{AffineSegment, Layout, check_segments, quantize_code_fast};
 use crate::error::Result;
 
 /// Quantizes each segment of `src` into packed words of `codes` (a segment's `dst` is its
@@ -23,9 +23,8 @@ pub fn quantize_pack(
     )?;
     for seg in segments {
         let input = &src[seg.src as usize..];
-        pack_segment(seg, &mut codes[seg.dst as usize..], |i| {
-            let g = seg.group_of(i);
-            (quantize_code(input[i], scale[g], zero[g], seg.qmin, seg.qmax) - seg.qmin) as u32
+        pack_segment(seg, &mut codes[seg.dst as usize..], |i, g| {
+            (quantize_code_fast(input[i], scale[g], zero[g], seg.qmin, seg.qmax) - seg.qmin) as u32
         });
     }
     Ok(())

@@ -10,9 +10,31 @@ use crate::format::pack::{get_code, put_code};
 /// Elements per rayon task; a multiple of 32 so every task starts on a word boundary.
 const TASK_ELEMS: usize = 1 << 15;
 
+/// The parameter group of each element from `first` on, in order, walked with a counter:
+/// a 64-bit division per element (`AffineSegment::group_of`) was most of a pack's time.
+fn group_walk(seg: &AffineSegment, first: usize) -> impl FnMut() -> usize {
+    let len = seg.group_len as usize;
+    let pos = seg.group_phase as usize + first;
+    let mut group = seg.param as usize + pos / len;
+    let mut left = len - pos % len;
+    move || {
+        if left == 0 {
+            group += 1;
+            left = len;
+        }
+        left -= 1;
+        group
+    }
+}
+
 /// Overwrites the segment's words (`words`, starting at its first word) with the codes
-/// `code_of(i)` of its elements, each already below `2^bits`.
-pub fn pack_segment(seg: &AffineSegment, words: &mut [u32], code_of: impl Fn(usize) -> u32 + Sync) {
+/// `code_of(i, g)` of its elements (element `i` in parameter group `g`), each already below
+/// `2^bits`.
+pub fn pack_segment(
+    seg: &AffineSegment,
+    words: &mut [u32],
+    code_of: impl Fn(usize, usize) -> u32 + Sync,
+) {
     let len = seg.len as usize;
     let words = &mut words[..seg.packed_words()];
     // TASK_ELEMS elements fill exactly TASK_ELEMS·bits/32 words.
@@ -22,19 +44,20 @@ pub fn pack_segment(seg: &AffineSegment, words: &mut [u32], code_of: impl Fn(usi
         .for_each(|(t, out)| {
             out.fill(0);
             let first = t * TASK_ELEMS;
+            let mut next_group = group_walk(seg, first);
             for i in first..(first + TASK_ELEMS).min(len) {
-                put_code(out, i - first, seg.bits, code_of(i));
+                put_code(out, i - first, seg.bits, code_of(i, next_group()));
             }
         });
 }
 
-/// Writes `decode(i, code)` for every element of the segment into `out` (its outputs), the
-/// codes read from `words` (starting at its first word).
+/// Writes `decode(i, g, code)` for every element `i` (in parameter group `g`) of the segment
+/// into `out` (its outputs), the codes read from `words` (starting at its first word).
 pub fn unpack_segment(
     seg: &AffineSegment,
     words: &[u32],
     out: &mut [f32],
-    decode: impl Fn(usize, u32) -> f32 + Sync,
+    decode: impl Fn(usize, usize, u32) -> f32 + Sync,
 ) {
     let words = &words[..seg.packed_words()];
     out[..seg.len as usize]
@@ -42,8 +65,13 @@ pub fn unpack_segment(
         .enumerate()
         .for_each(|(t, out)| {
             let first = t * TASK_ELEMS;
+            let mut next_group = group_walk(seg, first);
             for (k, y) in out.iter_mut().enumerate() {
-                *y = decode(first + k, get_code(words, first + k, seg.bits));
+                *y = decode(
+                    first + k,
+                    next_group(),
+                    get_code(words, first + k, seg.bits),
+                );
             }
         });
 }

@@ -35,8 +35,7 @@ impl Backend<'_> {
 
 /// Fails with [`Error::NonFinite`] naming `tensor` and the first NaN or ±Inf in `data`.
 pub fn check_finite(tensor: &str, data: &[f32]) -> Result<()> {
-    use rayon::prelude::*;
-    match data.par_iter().position_first(|v| !v.is_finite()) {
+    match first_non_finite(data) {
         None => Ok(()),
         Some(index) => Err(Error::NonFinite {
             tensor: tensor.to_string(),
@@ -44,6 +43,19 @@ pub fn check_finite(tensor: &str, data: &[f32]) -> Result<()> {
             value: data[index],
         }),
     }
+}
+
+/// Index of the first NaN or ±Inf in `data`. Scans fixed chunks in parallel: rayon items of
+/// one element cost ~6 ns each, more than the scan itself.
+pub fn first_non_finite(data: &[f32]) -> Option<usize> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let bad = |c: &[f32]| c.iter().position(|v| !v.is_finite());
+    let chunk = data
+        .par_chunks(CHUNK)
+        .position_first(|c| bad(c).is_some())?;
+    let start = chunk * CHUNK;
+    bad(&data[start..(start + CHUNK).min(data.len())]).map(|i| start + i)
 }
 
 use crate::affine::AffineMode;
