@@ -9,6 +9,7 @@ use super::tensor::{ElemType, GpuTensor};
 use super::tiles::{TILES_WGSL, TileChunk, TileParams, TilePlan, window_for};
 use crate::affine::AffineScheme;
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::spans;
 
 /// The composed WGSL of this kernel family.
 pub const SHADER: Shader = Shader {
@@ -109,9 +110,7 @@ pub fn encode(
     }
     let select = ctx.pipeline(&SHADER, "clip_select")?;
     let per_chunk = (ctx.work_limits().max_binding_bytes / 16 - 16).max(1);
-    let mut g0 = 0;
-    while g0 < groups {
-        let grp = g0..(g0 + per_chunk).min(groups);
+    for grp in spans(0..groups, per_chunk) {
         let chunk = TileChunk {
             tiles: grp.start * plan.tiles_per_group..grp.end * plan.tiles_per_group,
             groups: grp.clone(),
@@ -135,7 +134,6 @@ pub fn encode(
             (5, best_w.bind(best.buffer())),
         ];
         ctx.dispatch(encoder, &select, &bindings, params.num_workgroups)?;
-        g0 = grp.end;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! are recorded back to back; nothing is read back in between. CPU twin:
 //! `src/cpu/discretize.rs`.
 
+use crate::gpu::dispatch::spans;
 use std::ops::Range;
 
 use super::context::Context;
@@ -311,9 +312,7 @@ fn select_pass(
     let per_chunk =
         ((ctx.work_limits().max_binding_bytes.saturating_sub(256)) / (c * RECORD_BYTES)).max(1);
     let groups = plan.num_groups();
-    let mut g0 = 0;
-    while g0 < groups {
-        let g = g0..(g0 + per_chunk).min(groups);
+    for g in spans(0..groups, per_chunk) {
         let recs = g.start * c..g.end * c;
         let sums_w = window_for(ctx, sums.offset(), &recs, RECORD_BYTES)?;
         let corr_w = window_for(ctx, bufs.correlations.offset(), &recs, 4)?;
@@ -342,7 +341,6 @@ fn select_pass(
             (6, corr_w.bind(bufs.correlations.buffer())),
         ];
         ctx.dispatch(encoder, &pipeline, &bindings, params.num_workgroups)?;
-        g0 = g.end;
     }
     Ok(())
 }

@@ -313,12 +313,33 @@ pub fn chunks(ctx: &Context, n: u64, granule: u64) -> Vec<std::ops::Range<u64>> 
     let max_elems = (ctx.work_limits().max_binding_bytes.saturating_sub(align)) / 4;
     let granule = granule.max(1);
     let per_chunk = (max_elems / granule * granule).max(granule);
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let end = (start + per_chunk).min(n);
-        out.push(start..end);
-        start = end;
+    spans(0..n, per_chunk).collect()
+}
+
+/// `range` cut into consecutive spans of `step` (at least 1), the last one shorter: the
+/// chunk loop of every launcher that splits work over bindings or grid limits.
+pub fn spans<T>(range: std::ops::Range<T>, step: T) -> impl Iterator<Item = std::ops::Range<T>>
+where
+    T: Copy + Ord + std::ops::Add<Output = T>,
+{
+    let end = range.end;
+    let span = move |start: T| (start < end).then(|| start..std::cmp::min(start + step, end));
+    std::iter::successors(span(range.start), move |r| span(r.end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spans;
+
+    #[test]
+    fn spans_cover_the_range_in_order() {
+        assert_eq!(spans(0u64..0, 4).count(), 0);
+        assert_eq!(spans(5usize..5, 1).count(), 0);
+        assert_eq!(spans(0u64..8, 4).collect::<Vec<_>>(), [0..4, 4..8]);
+        assert_eq!(
+            spans(3usize..10, 3).collect::<Vec<_>>(),
+            [3..6, 6..9, 9..10]
+        );
+        assert_eq!(spans(7u32..9, 100).collect::<Vec<_>>(), [7..9]);
     }
-    out
 }

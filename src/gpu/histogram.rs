@@ -1,6 +1,7 @@
 //! Launcher for `shaders/histogram.wgsl`: per-group histograms over calibrated ranges and
 //! percentile clipping from them. CPU twin: `src/cpu/histogram.rs`.
 
+use crate::gpu::dispatch::spans;
 use std::ops::Range;
 
 use super::context::Context;
@@ -131,9 +132,7 @@ pub fn encode(
         .max(1);
     let groups_per_chunk = groups_per_chunk.min(grid);
     let hist_pipeline = ctx.pipeline(&SHADER, "histogram")?;
-    let mut e0 = 0;
-    while e0 < n {
-        let elems = e0..(e0 + elems_per_chunk).min(n);
+    for elems in spans(0..n, elems_per_chunk) {
         let grp = elems.start / group_len as u64..(elems.end - 1) / group_len as u64 + 1;
         let values_w = window_for(ctx, input.offset(), &elems, 4)?;
         let (ranges_w, hist_w) = group_windows(ctx, ranges, &hist, &grp, bins)?;
@@ -156,12 +155,9 @@ pub fn encode(
             (3, hist_w.bind(hist.buffer())),
         ];
         ctx.dispatch(encoder, &hist_pipeline, &bindings, params.num_workgroups)?;
-        e0 = elems.end;
     }
     let select = ctx.pipeline(&SHADER, "percentile_select")?;
-    let mut g0 = 0;
-    while g0 < groups {
-        let grp = g0..(g0 + groups_per_chunk).min(groups);
+    for grp in spans(0..groups, groups_per_chunk) {
         let (ranges_w, hist_w) = group_windows(ctx, ranges, &hist, &grp, bins)?;
         let out_w = window_for(ctx, clipped.offset(), &grp, 16)?;
         let len = (grp.end - grp.start) as u32;
@@ -182,7 +178,6 @@ pub fn encode(
             (5, out_w.bind(clipped.buffer())),
         ];
         ctx.dispatch(encoder, &select, &bindings, params.num_workgroups)?;
-        g0 = grp.end;
     }
     Ok(())
 }

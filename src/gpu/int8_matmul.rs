@@ -2,6 +2,7 @@
 //! int32 bias, then the accumulators or int8 outputs requantized by gemmlowp's fixed-point
 //! multiplier). CPU twin: `src/cpu/int8_matmul.rs`, bit-identical.
 
+use crate::gpu::dispatch::spans;
 use std::sync::OnceLock;
 
 use super::context::Context;
@@ -259,9 +260,8 @@ pub fn encode(
         }
     }
     let chunked = rows_per_chunk < n;
-    let mut col0 = 0usize;
-    while col0 < n {
-        let cols = rows_per_chunk.min(n - col0);
+    for span in spans(0..n, rows_per_chunk) {
+        let (col0, cols) = (span.start, span.len());
         let (b0, b1) = ((col0 * k * 8) as u64, ((col0 + cols) * k * 8) as u64);
         let w_win = window(ctx, w.offset(), b0 / 32, b1.div_ceil(32) - b0 / 32)?;
         let part =
@@ -325,7 +325,6 @@ pub fn encode(
         ];
         let workgroups = (num_words as u32).div_ceil(WORKGROUP_SIZE);
         ctx.dispatch(encoder, &pipeline, &bindings, workgroups)?;
-        col0 += cols;
     }
     Ok(())
 }

@@ -282,9 +282,8 @@ pub fn encode_update(
             "totals and status must start on a binding boundary",
         ));
     }
-    let mut t0 = 0;
-    while t0 < scratch.threads() {
-        let threads = per_window.min(scratch.threads() - t0);
+    for span in dispatch::spans(0..scratch.threads(), per_window) {
+        let (t0, threads) = (span.start, span.end - span.start);
         let recs_w = dispatch::window_of(
             ctx,
             scratch.partials.offset(),
@@ -293,9 +292,8 @@ pub fn encode_update(
             RECORD_BYTES,
         )?;
         let changed_w = dispatch::window(ctx, scratch.changed.offset(), t0, threads)?;
-        let mut c0 = 0;
-        while c0 < k {
-            let count = grid.min(k - c0);
+        for span in dispatch::spans(0..k, grid) {
+            let (c0, count) = (span.start, span.end - span.start);
             let params = KmeansParams {
                 clusters: k as u32,
                 bits: scratch.bits,
@@ -316,9 +314,7 @@ pub fn encode_update(
                 (10, totals_w.bind(scratch.totals.buffer())),
             ];
             ctx.dispatch(encoder, &pipeline, &bindings, params.num_workgroups)?;
-            c0 += count;
         }
-        t0 += threads;
     }
     Ok(())
 }

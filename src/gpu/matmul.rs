@@ -6,6 +6,7 @@ use super::context::Context;
 use super::dispatch::{COMMON_WGSL, PipelineOptions, Shader, window};
 use super::tensor::{ElemType, GpuTensor};
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::spans;
 
 /// The composed WGSL of this kernel.
 pub const SHADER: Shader = Shader {
@@ -150,9 +151,8 @@ pub fn encode(
             &dummy
         }
     };
-    let mut n0 = 0;
-    while n0 < n {
-        let n1 = (n0 + cols_per_chunk).min(n);
+    for cols in spans(0..n, cols_per_chunk) {
+        let (n0, n1) = (cols.start, cols.end);
         let b_w = if b.transposed {
             window(
                 ctx,
@@ -200,7 +200,6 @@ pub fn encode(
             &bindings,
             tiles_n * (m as u32).div_ceil(TILE),
         )?;
-        n0 = n1;
     }
     Ok(())
 }

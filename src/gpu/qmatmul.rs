@@ -8,6 +8,7 @@ use super::dispatch::{COMMON_WGSL, PipelineOptions, Shader, WORKGROUP_SIZE, Wind
 pub use super::qweight::{GpuDecoding, GpuQWeight, QWeight};
 use super::tensor::{ElemType, GpuTensor};
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::spans;
 
 const KERNEL_WGSL: &str = include_str!("../../shaders/qmatmul.wgsl");
 /// `shaders/bitstream.wgsl`: 32 bits from any bit offset of a packed stream.
@@ -265,9 +266,8 @@ pub fn encode(
         .saturating_sub(64);
     let rows_per_chunk = (budget_bits / row_bits.max(1)).max(1) as usize;
     let gpr = groups_per_row as u64;
-    let mut n0 = 0usize;
-    while n0 < n {
-        let n1 = (n0 + rows_per_chunk).min(n);
+    for rows in spans(0..n, rows_per_chunk) {
+        let (n0, n1) = (rows.start, rows.end);
         let (b0, b1) = (n0 as u64 * row_bits, n1 as u64 * row_bits);
         let (w0, w1) = (b0 / 32, b1.div_ceil(32));
         let code_w = window(ctx, w.codes.offset(), w0, w1 - w0)?;
@@ -332,7 +332,6 @@ pub fn encode(
             (6, y_w.bind(y.buffer())),
         ];
         ctx.dispatch(encoder, &pipeline, &bindings, workgroups)?;
-        n0 = n1;
     }
     Ok(())
 }

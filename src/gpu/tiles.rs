@@ -3,6 +3,7 @@
 //! lanes in a fixed tree order, and tiles are batched into dispatches whose input, per-group
 //! and per-tile ranges each fit one binding window.
 
+use crate::gpu::dispatch::spans;
 use std::ops::Range;
 
 use super::context::Context;
@@ -195,19 +196,13 @@ impl TilePlan {
         let per_chunk = (ctx.work_limits().max_binding_bytes / 16)
             .saturating_sub(16)
             .max(1);
-        let groups = self.num_groups();
-        let mut out = Vec::new();
-        let mut g0 = 0;
-        while g0 < groups {
-            let g1 = (g0 + per_chunk).min(groups);
-            out.push(TileChunk {
-                tiles: g0 * self.tiles_per_group..g1 * self.tiles_per_group,
-                groups: g0..g1,
-                elems: g0 * self.group_len..g1 * self.group_len,
-            });
-            g0 = g1;
-        }
-        out
+        spans(0..self.num_groups(), per_chunk)
+            .map(|g| TileChunk {
+                tiles: g.start * self.tiles_per_group..g.end * self.tiles_per_group,
+                elems: g.start * self.group_len..g.end * self.group_len,
+                groups: g,
+            })
+            .collect()
     }
 
     /// Tile parameters for a per-group pass over `chunk` whose per-tile partials are bound

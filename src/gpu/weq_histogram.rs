@@ -2,6 +2,7 @@
 //! weighted-entropy quantization (count and fixed-point Σt² per bin, by integer atomics) and
 //! their per-group prefix sums. CPU twin: `src/cpu/weq_histogram.rs`.
 
+use crate::gpu::dispatch::spans;
 use std::ops::Range;
 
 use super::context::Context;
@@ -166,9 +167,7 @@ pub fn encode(
         .min(max_wg * u64::from(WORKGROUP_SIZE * ELEMS_PER_THREAD))
         .max(1);
     let pipeline = ctx.pipeline(&SHADER, "histogram")?;
-    let mut e0 = batch.start * gl;
-    while e0 < batch.end * gl {
-        let elems = e0..(e0 + per_chunk).min(batch.end * gl);
+    for elems in spans(batch.start * gl..batch.end * gl, per_chunk) {
         let grp = elems.start / gl..(elems.end - 1) / gl + 1;
         let values_w = window_for(ctx, input.offset(), &elems, 4)?;
         let ranges_w = window_for(ctx, ranges.offset(), &grp, 16)?;
@@ -190,7 +189,6 @@ pub fn encode(
             (3, hist_w.bind(hist.buffer())),
         ];
         ctx.dispatch(encoder, &pipeline, &bindings, params.num_workgroups)?;
-        e0 = elems.end;
     }
     let params = WeqHistogramParams {
         len: groups as u32,
