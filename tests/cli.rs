@@ -561,7 +561,8 @@ fn missing_gpu_is_explained() {
 }
 
 /// Discretization (linN, expN) and Deep Compression (dc) through the binary: quantize with a
-/// report, inspect, dequantize; dc prints its per-stage compression table and stores sparse.
+/// report, inspect, dequantize; dc prints its per-stage compression table and stores sparse;
+/// the report's bytes out are the bytes written (Huffman streams are sized only then).
 #[test]
 fn discretize_and_dc_schemes_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -584,6 +585,7 @@ fn discretize_and_dc_schemes_round_trip() {
         ),
     ] {
         let q = dir.path().join(format!("{name}.safetensors"));
+        let report = dir.path().join(format!("{name}.json"));
         let mut full = vec![
             "quantize",
             model.to_str().unwrap(),
@@ -591,10 +593,13 @@ fn discretize_and_dc_schemes_round_trip() {
             q.to_str().unwrap(),
             "--device",
             "cpu",
+            "--report",
+            report.to_str().unwrap(),
         ];
         full.extend(args.iter());
         let o = wgquant(&full);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
+        check_report_bytes(&report, &q);
         let out = String::from_utf8_lossy(&o.stdout).to_string();
         if name == "dc" {
             assert!(out.contains("+huffman") && out.contains("w.f32"), "{out}");
@@ -643,6 +648,32 @@ fn discretize_and_dc_schemes_round_trip() {
             assert!(zeros >= pruned, "{zeros} zeros of {}", vals.len());
         }
     }
+}
+
+/// Every tensor's `bytes_out` in the report is the size of its parts in the output file,
+/// and the totals add up.
+fn check_report_bytes(report: &std::path::Path, output: &std::path::Path) {
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let bytes = std::fs::read(output).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut total = 0;
+    for t in r["tensors"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        let parts = format!("{name}.wq_");
+        let written: u64 = st
+            .tensors()
+            .iter()
+            .filter(|(n, _)| n == name || n.starts_with(&parts))
+            .map(|(_, v)| v.data().len() as u64)
+            .sum();
+        assert_eq!(
+            t["bytes_out"].as_u64(),
+            Some(written),
+            "{name} in {report:?}"
+        );
+        total += written;
+    }
+    assert_eq!(r["totals"]["bytes_out"].as_u64(), Some(total), "{report:?}");
 }
 
 #[test]

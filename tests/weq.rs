@@ -176,12 +176,12 @@ fn entropy_cases() -> Vec<(Vec<usize>, Granularity, u32, &'static [&'static str]
         (vec![(1 << 16) + 3], Tensor, 3, &["normal", "outliers"]),
         (vec![(1 << 16) + 3], Tensor, 4, &["laplace", "normal"]),
         (vec![(1 << 16) + 3], Tensor, 5, &["outliers"]),
-        // Per channel: a workgroup per group (8192 bins) ...
+        // Per channel: a workgroup per group (2048 bins) ...
         (vec![24, 384], Channel, 2, ALL),
         (vec![24, 384], Channel, 3, ALL),
         (vec![24, 384], Channel, 4, &["laplace", "ties"]),
         (vec![24, 384], Channel, 5, &["laplace"]),
-        // ... and one thread per group (1024 bins), many groups to a workgroup.
+        // ... and one thread per group (256 bins), many groups to a workgroup.
         // (At more clusters per value, small groups' local optima spread wider than
         // S_REL_TOL_SMALL; twin_sweep_matches_gpu checks this kernel at 4 bits instead.)
         (vec![200, 64], Channel, 3, &["laplace", "ties", "constant"]),

@@ -162,6 +162,8 @@ struct WriteBlock<'a> {
 struct Gathered {
     err: ErrorStats,
     seconds: f64,
+    /// Bytes of the item's parts as written (Huffman streams are sized only then).
+    bytes: u64,
 }
 
 fn stream<'a>(
@@ -358,6 +360,7 @@ fn write_item<'a>(
     let mut g = Gathered {
         err: ErrorStats::default(),
         seconds: 0.0,
+        bytes: item.bytes_out() as u64,
     };
     for _ in 0..item.blocks().count() {
         let b = next_block(rx, index, item)?;
@@ -428,6 +431,7 @@ fn write_unsized<'a>(
     let g = Gathered {
         err: block_error(&qt, &values)?,
         seconds: b.seconds + t0.elapsed().as_secs_f64(),
+        bytes: specs.iter().map(|p| p.bytes() as u64).sum(),
     };
     tick(progress, item, &b.rows);
     Ok((g, specs))
@@ -575,13 +579,14 @@ fn report(
 ) -> Report {
     let mut total_err = ErrorStats::default();
     let (mut q_bytes, mut q_elems, mut quantized) = (0u64, 0u64, 0usize);
+    let bytes_out = gathered.iter().map(|g| g.bytes).sum();
     let tensors: Vec<TensorReport> = plan
         .items
         .iter()
         .zip(gathered)
         .map(|(item, g)| {
             let t = &item.tensor;
-            let bytes_out = item.bytes_out() as u64;
+            let bytes_out = g.bytes;
             let is_quant = matches!(item.action, Action::Quantize(_));
             if is_quant {
                 total_err.add(&g.err);
@@ -610,7 +615,7 @@ fn report(
             quantized,
             passed_through: plan.items.len() - quantized,
             bytes_in: plan.bytes_in(),
-            bytes_out: plan.bytes_out(),
+            bytes_out,
             bits_per_weight: q_bytes as f64 * 8.0 / q_elems.max(1) as f64,
             sqnr_db: total_err.sqnr_db(),
             rel_err: total_err.rel_err(),
