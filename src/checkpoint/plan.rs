@@ -291,6 +291,13 @@ impl Plan {
             self.bytes_in() as f64 / self.bytes_out().max(1) as f64,
             self.shards.len()
         );
+        if self
+            .items
+            .iter()
+            .any(|i| i.outputs.iter().any(|p| !p.sized))
+        {
+            s += "entropy-coded parts (Huffman) are counted at their upper bound; the written size is smaller\n";
+        }
         s
     }
 }
