@@ -3,7 +3,7 @@
 //!
 //! Layers, top to bottom (data flows down, never up): the CLI (`src/main.rs`),
 //! [`checkpoint`] (files), [`quant`] (the methods), and the two backends [`gpu`] and [`cpu`].
-//! [`format`] holds the packed layout and quantized representation; [`affine`] the numerics
+//! [`format`](mod@format) holds the packed layout and quantized representation; [`affine`] the numerics
 //! both backends share.
 
 pub use wgpu;

@@ -5,14 +5,13 @@
 //!
 //! | tensor | dtype | shape | holds |
 //! |---|---|---|---|
-//! | `NAME.wq_codes` | U32 | [words] | packed codes, the u32 words of `format::pack` (little-endian) |
-//! | `NAME.wq_scale` | F32 | [groups] | affine scales |
-//! | `NAME.wq_zero` | I32 | [groups] | affine zero points (asymmetric schemes only) |
-//! | `NAME.wq_levels` | F32 | [groups, 2^bits] | codebook levels |
-//! | `NAME.wq_mask` | U32 | [words] | keep-mask of pruned tensors, 1 bit per element, packed alike |
-//!
-//! | `NAME.wq_sparse_codes` | U32 | [words] | sparse storage: Huffman-coded codes of the kept elements |
-//! | `NAME.wq_sparse_gaps` | U32 | [words] | sparse storage: Huffman-coded relative indices |
+//! | `NAME.wq_codes` | U32 | \[words\] | packed codes, the u32 words of `format::pack` (little-endian) |
+//! | `NAME.wq_scale` | F32 | \[groups\] | affine scales |
+//! | `NAME.wq_zero` | I32 | \[groups\] | affine zero points (asymmetric schemes only) |
+//! | `NAME.wq_levels` | F32 | \[groups, 2^bits\] | codebook levels |
+//! | `NAME.wq_mask` | U32 | \[words\] | keep-mask of pruned tensors, 1 bit per element, packed alike |
+//! | `NAME.wq_sparse_codes` | U32 | \[words\] | sparse storage: Huffman-coded codes of the kept elements |
+//! | `NAME.wq_sparse_gaps` | U32 | \[words\] | sparse storage: Huffman-coded relative indices |
 //!
 //! A pruned codebook tensor may be stored sparse (its record then has `index_bits`): instead
 //! of codes and mask, the kept elements' codes and their relative indices (`format::sparse`),

@@ -139,7 +139,7 @@ pub enum GpuInt8Out<'a> {
 }
 
 /// Records the full-integer `y = x·Wᵀ (+ bias)`: `x` and `w` U32 packed 8-bit codes of
-/// `layer`, `w_zero` I32 [n] per-row zero points (`None`: 0), `bias` I32 [n] with scale
+/// `layer`, `w_zero` I32 \[n\] per-row zero points (`None`: 0), `bias` I32 \[n\] with scale
 /// s_x·s_w and zero point 0. W may exceed one binding (row chunks); requantized outputs of a
 /// chunked W need n divisible by 4, so no output word spans two chunks.
 #[allow(clippy::too_many_arguments)]

@@ -154,7 +154,7 @@ fn use_f16(ctx: &Context, precision: Precision) -> Result<bool> {
     }
 }
 
-/// Records `y = x·Wᵀ (+ bias)`: x f32 [M, K], W [N, K], y f32 [M, N], bias f32 [N]. W may
+/// Records `y = x·Wᵀ (+ bias)`: x f32 [M, K], W [N, K], y f32 [M, N], bias f32 \[N\]. W may
 /// exceed one storage binding: it is processed in row chunks.
 pub fn encode(
     ctx: &Context,

@@ -314,7 +314,7 @@ pub const NARROW_MAX_BINS: u32 = 1024;
 /// iterations the estimates below do not see.
 const LOOP_BUDGET: u32 = 40_000;
 
-/// Sweeps per dispatch so that one invocation's loops stay within [`LOOP_BUDGET`]: a sweep is
+/// Sweeps per dispatch so that one invocation's loops stay within `LOOP_BUDGET`: a sweep is
 /// two phases, each costing a thread its share of the phase's candidates (at most bins + 64
 /// in all), the segment offsets (64), a binary search (7) and the combine (up to 256).
 pub fn sweeps_per_pass(bins: u32, bits: u32) -> u32 {

@@ -4,7 +4,7 @@
 //!
 //! In memory the result is a codebook `QuantizedTensor` (per tensor, `2^bits` centroids) with
 //! a keep-mask; pruned elements have code 0 and decode to 0. On disk it is stored sparse and
-//! Huffman-coded (`format::disk`), and [`stage_sizes`] gives the bits of each stage as the
+//! Huffman-coded (`format::disk`), and [`StageSizes::of`] gives the bits of each stage as the
 //! paper's Table 1 counts them.
 
 use serde::Serialize;

@@ -1,5 +1,5 @@
 //! The methods. Each is written once against operations both backends provide and returns a
-//! [`QuantizedTensor`](crate::format::QuantizedTensor) or fake-quantized values.
+//! [`QuantizedTensor`] or fake-quantized values.
 
 pub mod codebook;
 pub mod deep_compression;

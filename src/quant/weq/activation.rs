@@ -25,7 +25,7 @@
 //!   S = 0 for every pair (nothing positive, or all positives in one bin) gets h = 1 and the
 //!   lowest offset.
 //!
-//! The backward for training is straight-through with ReLU's mask (dx = dy·[x > 0]):
+//! The backward for training is straight-through with ReLU's mask (dx = dy·\[x > 0\]):
 //! `gpu::relu::encode_backward` / `cpu::relu::relu_backward`.
 
 use crate::cpu::weq_act_forward::{self, code, level};
