@@ -294,6 +294,22 @@ fn sparse_rejects_malformed_streams() {
 // Kernels against their CPU twins
 // ---------------------------------------------------------------------------------------------
 
+/// `prune::mask` on the GPU with the mask words poisoned first (every word is overwritten).
+fn poisoned_mask(ctx: &Context, x: &[f32], threshold: f32) -> wgquant::Result<Vec<u32>> {
+    use wgquant::gpu::ElemType;
+    let seg = wgquant::affine::AffineSegment::codebook(x.len(), x.len().max(1), 1);
+    let input = GpuTensor::from_f32(ctx, x, &[x.len()])?;
+    let t = GpuTensor::from_f32(ctx, &[threshold], &[1])?;
+    let out = GpuTensor::zeros(
+        ctx,
+        &[wgquant::format::pack::packed_words(x.len(), 1)],
+        ElemType::U32,
+    )?;
+    out.fill_bits(ctx, common::POISON)?;
+    wgquant::gpu::prune::prune_mask(ctx, &input, &out, &t, &[seg])?;
+    out.to_u32(ctx)
+}
+
 #[test]
 fn prune_mask_matches_cpu() {
     let _serial = serial();
@@ -312,7 +328,7 @@ fn prune_mask_matches_cpu() {
             let t = prune::magnitude_threshold(&x, sparsity).unwrap();
             let c = prune::mask(&Backend::Cpu, &x, t).unwrap();
             for (name, ctx) in [("device", ctx), ("small", &small)] {
-                let g = prune::mask(&Backend::Gpu(ctx), &x, t).unwrap();
+                let g = poisoned_mask(ctx, &x, t).unwrap();
                 if g != c {
                     failures.push(format!("{label} on {name}: GPU mask differs"));
                 }
@@ -408,9 +424,13 @@ fn compare_sums(
     };
     let k = 1usize << bits;
     let start: Vec<f32> = (0..k).map(|j| j as f32 * 1000.0).collect();
+    // Outputs poisoned: the finish pass must write every sum and threshold.
     let sums = GpuTensor::zeros(ctx, &[k], wgquant::gpu::ElemType::F32).map_err(e)?;
     let means = GpuTensor::from_f32(ctx, &start, &[k]).map_err(e)?;
     let thresholds = GpuTensor::zeros(ctx, &[k], wgquant::gpu::ElemType::F32).map_err(e)?;
+    for t in [&sums, &thresholds] {
+        t.fill_bits(ctx, common::POISON).map_err(e)?;
+    }
     ctx.run("test", |enc| {
         k::encode_partials(
             ctx,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Dist, finish, generate, gpu, seed_for};
+use common::{Dist, POISON, finish, generate, gpu, seed_for};
 use wgquant::cpu::discretize::{self as twin, Ladder, Partition, SearchSpec, SearchState};
 use wgquant::format::{Encoding, Granularity, pack};
 use wgquant::gpu::WorkLimits;
@@ -51,6 +51,37 @@ fn rescore(x: &[f32], group_len: usize, g: usize, x0: f32, spec: &SearchSpec) ->
     .correlation(group_len as f64)
 }
 
+/// The GPU search with the outputs it computes (ranges, correlations) poisoned first: every
+/// word must be written. Returns the final states and the last round's correlations.
+fn poisoned_search(
+    ctx: &wgquant::gpu::Context,
+    t: &wgquant::gpu::GpuTensor,
+    group_len: usize,
+    s: &SearchSpec,
+) -> Result<(Vec<SearchState>, Vec<f32>), String> {
+    use wgquant::gpu::discretize::{SearchBuffers, encode};
+    let e = |e: wgquant::Error| e.to_string();
+    let bufs = SearchBuffers::new(ctx, t.numel() / group_len, s.candidates).map_err(e)?;
+    for b in [&bufs.ranges, &bufs.correlations] {
+        b.fill_bits(ctx, POISON).map_err(e)?;
+    }
+    ctx.run("discretize", |enc| encode(ctx, enc, t, group_len, s, &bufs))
+        .map_err(e)?;
+    for (name, b) in [
+        ("ranges", &bufs.ranges),
+        ("correlations", &bufs.correlations),
+    ] {
+        let words: Vec<u32> = b.download(ctx).map_err(e)?;
+        if let Some(i) = words.iter().position(|w| *w == POISON) {
+            return Err(format!("{name} word {i} of {} left unwritten", words.len()));
+        }
+    }
+    Ok((
+        bufs.states.download(ctx).map_err(e)?,
+        bufs.correlations.to_f32(ctx).map_err(e)?,
+    ))
+}
+
 #[test]
 fn search_matches_cpu() {
     let _serial = serial();
@@ -91,7 +122,7 @@ fn search_matches_cpu() {
                 let t = wgquant::gpu::GpuTensor::from_f32(ctx, &x, &[n]).unwrap();
                 // The first round scores the same candidates on both backends.
                 let first = SearchSpec { rounds: 1, ..s };
-                let (gc, cc) = match wgquant::gpu::discretize::search(ctx, &t, group_len, &first) {
+                let (gc, cc) = match poisoned_search(ctx, &t, group_len, &first) {
                     Ok((_, gc)) => (gc, twin::search(&x, group_len, &first).unwrap().1),
                     Err(e) => {
                         failures.push(format!("{label}: gpu: {e}"));
@@ -113,7 +144,7 @@ fn search_matches_cpu() {
                 // Later rounds refine around each backend's own best, which may differ on a
                 // plateau (at 2 bits the correlation is piecewise constant in x0): compare by
                 // rescoring each choice on the CPU.
-                let (gs, _) = wgquant::gpu::discretize::search(ctx, &t, group_len, &s).unwrap();
+                let (gs, _) = poisoned_search(ctx, &t, group_len, &s).unwrap();
                 let (cs, _) = twin::search(&x, group_len, &s).unwrap();
                 for (g, (a, b)) in gs.iter().zip(&cs).enumerate() {
                     let got = rescore(&x, group_len, g, a.best_x0, &s);

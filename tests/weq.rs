@@ -7,11 +7,12 @@
 
 mod common;
 
-use common::{Check, Dist, finish, generate, gpu, seed_for};
+use common::{Check, Dist, POISON, finish, generate, gpu, seed_for};
 use wgquant::affine::GroupRange;
 use wgquant::cpu;
+use wgquant::cpu::weq_sweep::WeqInfo;
 use wgquant::format::{Encoding, Granularity, QuantizedTensor};
-use wgquant::gpu::{Context, GpuTensor, WorkLimits, minmax, weq_histogram};
+use wgquant::gpu::{Context, ElemType, GpuTensor, WorkLimits, minmax, weq_histogram};
 use wgquant::quant::weq::{self, WeqConfig};
 use wgquant::quant::{self, Backend};
 
@@ -387,6 +388,59 @@ fn larger_than_one_binding() {
     finish("larger_than_one_binding", cases, failures);
 }
 
+/// The GPU sweep of every group with its outputs poisoned first: each level, threshold and
+/// info word must be written. Returns the thresholds and infos.
+fn poisoned_sweep(
+    ctx: &Context,
+    ranges: &GpuTensor,
+    prefix: &GpuTensor,
+    groups: usize,
+    bins: u32,
+    bits: u32,
+) -> Result<(Vec<f32>, Vec<WeqInfo>), String> {
+    use wgquant::gpu::weq_sweep::{SweepOutputs, plan};
+    let e = |e: wgquant::Error| e.to_string();
+    let new = |len, dtype| -> Result<GpuTensor, String> {
+        let t = GpuTensor::zeros(ctx, &[len], dtype).map_err(e)?;
+        t.fill_bits(ctx, POISON).map_err(e)?;
+        Ok(t)
+    };
+    let levels = new(groups << bits, ElemType::F32)?;
+    let thresholds = new(groups << bits, ElemType::F32)?;
+    let info = new(groups * 4, ElemType::U32)?;
+    let out = SweepOutputs {
+        levels: &levels,
+        thresholds: &thresholds,
+        info: &info,
+    };
+    plan(
+        ctx,
+        ranges,
+        prefix,
+        0..groups as u64,
+        bins,
+        bits,
+        weq::MAX_SWEEPS,
+        &out,
+    )
+    .and_then(|p| p.run(ctx, |_| Ok(())))
+    .map_err(e)?;
+    for (name, t) in [
+        ("levels", &levels),
+        ("thresholds", &thresholds),
+        ("info", &info),
+    ] {
+        let words: Vec<u32> = t.download(ctx).map_err(e)?;
+        if let Some(i) = words.iter().position(|w| *w == POISON) {
+            return Err(format!("{name} word {i} of {} left unwritten", words.len()));
+        }
+    }
+    Ok((
+        thresholds.to_f32(ctx).map_err(e)?,
+        info.download(ctx).map_err(e)?,
+    ))
+}
+
 #[test]
 fn twin_sweep_matches_gpu() {
     let Some(ctx) = gpu() else { return };
@@ -413,9 +467,14 @@ fn twin_sweep_matches_gpu() {
         r.write(ctx, &ranges).unwrap();
         let p = weq_histogram::prefix_tensor(ctx, ranges.len() as u64, bins).unwrap();
         p.write(ctx, &prefix).unwrap();
-        let (_, t_gpu, info_gpu) =
-            wgquant::gpu::weq_sweep::weq_sweep(ctx, &r, &p, bins, bits, weq::MAX_SWEEPS).unwrap();
         cases += 1;
+        let (t_gpu, info_gpu) = match poisoned_sweep(ctx, &r, &p, ranges.len(), bins, bits) {
+            Ok(out) => out,
+            Err(e) => {
+                failures.push(format!("{label}: {e}"));
+                continue;
+            }
+        };
         // log differs by ULPs between backends, so near-equal candidates may be chosen apart;
         // the partitions' S must agree to S_REL_TOL.
         let sc = cpu::weq_exact::partition_entropy(&x, group_len, bits, &t_cpu);
