@@ -300,12 +300,7 @@ fn poisoned_mask(ctx: &Context, x: &[f32], threshold: f32) -> wgquant::Result<Ve
     let seg = wgquant::affine::AffineSegment::codebook(x.len(), x.len().max(1), 1);
     let input = GpuTensor::from_f32(ctx, x, &[x.len()])?;
     let t = GpuTensor::from_f32(ctx, &[threshold], &[1])?;
-    let out = GpuTensor::zeros(
-        ctx,
-        &[wgquant::format::pack::packed_words(x.len(), 1)],
-        ElemType::U32,
-    )?;
-    out.fill_bits(ctx, common::POISON)?;
+    let out = common::poisoned(ctx, &[pack::packed_words(x.len(), 1)], ElemType::U32);
     wgquant::gpu::prune::prune_mask(ctx, &input, &out, &t, &[seg])?;
     out.to_u32(ctx)
 }
@@ -425,12 +420,9 @@ fn compare_sums(
     let k = 1usize << bits;
     let start: Vec<f32> = (0..k).map(|j| j as f32 * 1000.0).collect();
     // Outputs poisoned: the finish pass must write every sum and threshold.
-    let sums = GpuTensor::zeros(ctx, &[k], wgquant::gpu::ElemType::F32).map_err(e)?;
+    let sums = common::poisoned(ctx, &[k], wgquant::gpu::ElemType::F32);
     let means = GpuTensor::from_f32(ctx, &start, &[k]).map_err(e)?;
-    let thresholds = GpuTensor::zeros(ctx, &[k], wgquant::gpu::ElemType::F32).map_err(e)?;
-    for t in [&sums, &thresholds] {
-        t.fill_bits(ctx, common::POISON).map_err(e)?;
-    }
+    let thresholds = common::poisoned(ctx, &[k], wgquant::gpu::ElemType::F32);
     ctx.run("test", |enc| {
         k::encode_partials(
             ctx,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Dist, Guarded, as_f32, finish, generate, gpu, rng, seed_for};
+use common::{Dist, Guarded, as_f32, finish, generate, gpu, poisoned, rng, seed_for};
 use rand::RngExt;
 use wgquant::cpu;
 use wgquant::gpu::lsq::{LsqConfig, LsqGrads};
@@ -493,8 +493,8 @@ fn training_ops_match_cpu() {
     let gx = GpuTensor::from_f32(ctx, &x, &[1000]).unwrap();
     let gdy = GpuTensor::from_f32(ctx, &dy, &[1000]).unwrap();
     let (y, dx) = (
-        GpuTensor::zeros(ctx, &[1000], ElemType::F32).unwrap(),
-        GpuTensor::zeros(ctx, &[1000], ElemType::F32).unwrap(),
+        poisoned(ctx, &[1000], ElemType::F32),
+        poisoned(ctx, &[1000], ElemType::F32),
     );
     ctx.run("relu", |enc| {
         g::relu::encode_forward(ctx, enc, &gx, &y)?;
@@ -553,9 +553,9 @@ fn training_ops_match_cpu() {
     let gl = GpuTensor::from_f32(ctx, &logits, &[rows, classes]).unwrap();
     let glab = GpuTensor::from_u32(ctx, &labels, &[rows]).unwrap();
     let (grad, loss, correct) = (
-        GpuTensor::zeros(ctx, &[rows, classes], ElemType::F32).unwrap(),
-        GpuTensor::zeros(ctx, &[rows], ElemType::F32).unwrap(),
-        GpuTensor::zeros(ctx, &[rows], ElemType::U32).unwrap(),
+        poisoned(ctx, &[rows, classes], ElemType::F32),
+        poisoned(ctx, &[rows], ElemType::F32),
+        poisoned(ctx, &[rows], ElemType::U32),
     );
     let out = XentOut {
         grad: &grad,

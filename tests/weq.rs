@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Check, Dist, POISON, finish, generate, gpu, seed_for};
+use common::{Check, Dist, POISON, finish, generate, gpu, poisoned, seed_for};
 use wgquant::affine::GroupRange;
 use wgquant::cpu;
 use wgquant::cpu::weq_sweep::WeqInfo;
@@ -400,14 +400,9 @@ fn poisoned_sweep(
 ) -> Result<(Vec<f32>, Vec<WeqInfo>), String> {
     use wgquant::gpu::weq_sweep::{SweepOutputs, plan};
     let e = |e: wgquant::Error| e.to_string();
-    let new = |len, dtype| -> Result<GpuTensor, String> {
-        let t = GpuTensor::zeros(ctx, &[len], dtype).map_err(e)?;
-        t.fill_bits(ctx, POISON).map_err(e)?;
-        Ok(t)
-    };
-    let levels = new(groups << bits, ElemType::F32)?;
-    let thresholds = new(groups << bits, ElemType::F32)?;
-    let info = new(groups * 4, ElemType::U32)?;
+    let levels = poisoned(ctx, &[groups << bits], ElemType::F32);
+    let thresholds = poisoned(ctx, &[groups << bits], ElemType::F32);
+    let info = poisoned(ctx, &[groups * 4], ElemType::U32);
     let out = SweepOutputs {
         levels: &levels,
         thresholds: &thresholds,

@@ -236,6 +236,14 @@ pub fn whole_segment(n: usize, group_len: usize, scheme: AffineScheme) -> Affine
 /// an unwritten f32 element cannot pass a comparison and an unwritten word stands out.
 pub const POISON: u32 = 0x7FC0_DEAD;
 
+/// A new device tensor of `shape` filled with [`POISON`]: an output every element of which the
+/// op must write.
+pub fn poisoned(ctx: &Context, shape: &[usize], dtype: ElemType) -> GpuTensor {
+    let t = GpuTensor::zeros(ctx, shape, dtype).expect("allocate an output");
+    t.fill_bits(ctx, POISON).expect("poison an output");
+    t
+}
+
 /// Sentinel words after every guarded output: odd, and more than one 16-byte vector, so a
 /// kernel or window writing a little past its end is caught.
 pub const TRAIL_SENTINELS: usize = 67;
