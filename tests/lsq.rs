@@ -380,7 +380,7 @@ fn gpu_results_are_bit_identical_across_runs() {
     let run = || -> Vec<u32> {
         let up = |x: &[f32]| GpuTensor::from_f32(ctx, x, &[x.len()]).unwrap();
         let (v, dy, s, b) = (up(&c.v), up(&c.dy), up(&c.step), up(&c.beta));
-        let z = |n| GpuTensor::zeros(ctx, &[n], ElemType::F32).unwrap();
+        let z = |n| poisoned(ctx, &[n], ElemType::F32);
         let (dv, vh, gs, gb) = (z(c.v.len()), z(c.v.len()), z(1), z(1));
         let grads = LsqGrads {
             grad_vhat: &dy,
@@ -426,10 +426,9 @@ fn lsq_forward_and_init_match_cpu() {
                 let v = GpuTensor::from_f32(ctx, &c.v, &[n]).unwrap();
                 let groups = n / group_len;
                 let (s, b) = (
-                    GpuTensor::zeros(ctx, &[groups], ElemType::F32).unwrap(),
-                    GpuTensor::zeros(ctx, &[groups], ElemType::F32).unwrap(),
+                    poisoned(ctx, &[groups], ElemType::F32),
+                    poisoned(ctx, &[groups], ElemType::F32),
                 );
-                b.fill_bits(ctx, common::POISON).unwrap();
                 ctx.run("init", |enc| {
                     g::lsq_init::encode(ctx, enc, &cfg, init, &v, group_len, &s, &b)
                 })
