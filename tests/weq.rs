@@ -177,12 +177,14 @@ fn entropy_cases() -> Vec<(Vec<usize>, Granularity, u32, &'static [&'static str]
         (vec![(1 << 16) + 3], Tensor, 3, &["normal", "outliers"]),
         (vec![(1 << 16) + 3], Tensor, 4, &["laplace", "normal"]),
         (vec![(1 << 16) + 3], Tensor, 5, &["outliers"]),
-        // Per channel: a workgroup per group (2048 bins) ...
+        // Per channel: a workgroup per group (4096 bins) ...
+        (vec![6, 1000], Channel, 3, &["normal", "ties"]),
+        (vec![6, 1000], Channel, 4, &["laplace"]),
+        // ... and one thread per group (2048 and 256 bins), many groups to a workgroup.
         (vec![24, 384], Channel, 2, ALL),
         (vec![24, 384], Channel, 3, ALL),
         (vec![24, 384], Channel, 4, &["laplace", "ties"]),
         (vec![24, 384], Channel, 5, &["laplace"]),
-        // ... and one thread per group (256 bins), many groups to a workgroup.
         // (At more clusters per value, small groups' local optima spread wider than
         // S_REL_TOL_SMALL; twin_sweep_matches_gpu checks this kernel at 4 bits instead.)
         (vec![200, 64], Channel, 3, &["laplace", "ties", "constant"]),
@@ -447,7 +449,9 @@ fn twin_sweep_matches_gpu() {
         (2000, 2000, 6),
         // 64 boundaries a phase: segments inside one thread's chunk and across many.
         (4096, 4096, 8),
-        // One thread per group (1,024 bins), 200 groups.
+        // A workgroup per group (4096 bins), several groups.
+        (5 * 1000, 1000, 5),
+        // One thread per group (256 bins), 200 groups.
         (200 * 64, 64, 4),
     ] {
         let label = format!("weq_sweep(n={n}, group={group_len}, bits={bits})");
