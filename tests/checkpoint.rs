@@ -2,6 +2,8 @@
 //! same bytes as whole tensors, sharded input and output, rules, dry runs, half-precision
 //! casts, alignment of every tensor, and failures that leave nothing behind.
 
+mod common;
+
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -128,7 +130,6 @@ fn assert_aligned(path: &Path) {
         );
     }
 }
-
 #[test]
 fn row_blocks_give_the_same_bytes_as_whole_tensors() {
     let dir = tempfile::tempdir().unwrap();
@@ -582,7 +583,7 @@ calib = "mse"
     let q = dir.path().join("q.safetensors");
     let again = dir.path().join("again.safetensors");
     let d = dir.path().join("d.safetensors");
-    for device in ["cpu", "auto"] {
+    for device in common::cli_devices() {
         for out in [&q, &again] {
             let o = run(&[
                 "quantize",

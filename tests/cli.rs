@@ -1,6 +1,8 @@
 //! The `wgquant` binary end to end: round trips on small checkpoints, and every kind of bad
 //! input giving one clear line, a non-zero exit, no output file and an untouched input.
 
+mod common;
+
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -119,7 +121,6 @@ fn assert_clean_failure(o: &Output, needle: &str, out: &Path, input: Option<(&Pa
         .unwrap_or(0);
     assert_eq!(leftovers, 0, "temporary files left behind");
 }
-
 #[test]
 fn quantize_inspect_dequantize_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -385,7 +386,7 @@ fn non_finite_values_are_named() {
         );
         let before = std::fs::read(&input).unwrap();
         let out = dir.path().join("out.safetensors");
-        for device in ["cpu", "auto"] {
+        for device in common::cli_devices() {
             let o = wgquant(&[
                 "quantize",
                 input.to_str().unwrap(),
@@ -759,5 +760,32 @@ fn study_discretize_prints_table_json_and_svg() {
             "{}",
             f.display()
         );
+    }
+}
+
+/// `--device auto` (the default) takes a hardware GPU, but passes over a software adapter for
+/// the CPU backend, which is faster there, and says so on stderr.
+#[test]
+fn auto_prefers_the_cpu_to_a_software_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let out = dir.path().join("q.safetensors");
+    let o = wgquant(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--scheme",
+        "int8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    match common::gpu() {
+        Some(ctx) if ctx.is_software() => {
+            assert!(stderr(&o).contains("software"), "{}", stderr(&o));
+            assert!(stdout.contains("on cpu:"), "{stdout}");
+        }
+        Some(_) => assert!(stdout.contains("on gpu:"), "{stdout}"),
+        None => assert!(stdout.contains("on cpu:"), "{stdout}"),
     }
 }

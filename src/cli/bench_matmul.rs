@@ -3,7 +3,7 @@
 
 use wgquant::bench::matmul::{self, Plan, WeightFormat};
 
-use super::{CliError, DeviceChoice, open_device};
+use super::{CliError, DeviceChoice, open_any_device};
 use crate::outln;
 
 #[derive(Debug, clap::Args)]
@@ -51,7 +51,7 @@ pub fn run(a: MatmulBenchArgs) -> Result<(), CliError> {
         iters: a.iters,
         cpu: !a.no_cpu,
     };
-    let ctx = open_device(a.device)?;
+    let ctx = open_any_device(a.device)?;
     let copy = match &ctx {
         Some(c) => {
             eprintln!("wgquant: bench on {}", c.adapter_summary());

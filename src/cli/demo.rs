@@ -11,7 +11,7 @@ use wgquant::checkpoint::{self, Checkpoint, QuantizeOptions};
 use wgquant::quant::Backend;
 use wgquant::quant::spec::{MethodArgs, resolve};
 
-use super::{CliError, DeviceChoice, open_device};
+use super::{CliError, DeviceChoice, open_any_device};
 use crate::outln;
 
 #[derive(Debug, clap::Args)]
@@ -166,7 +166,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     let ctx = if args.device == DeviceChoice::Cpu {
         None
     } else {
-        open_device(args.device)?
+        open_any_device(args.device)?
     };
     match &ctx {
         Some(c) => outln!("GPU: {}", c.adapter_summary()),

@@ -73,6 +73,16 @@ pub fn gpu() -> Option<&'static Context> {
     ctx.as_ref()
 }
 
+/// The binary's `--device` values a test should run: the CPU, and the GPU when this machine
+/// has an adapter (always under `CI`). `auto` would pick the CPU over a software adapter.
+pub fn cli_devices() -> Vec<&'static str> {
+    let mut d = vec!["cpu"];
+    if gpu().is_some() {
+        d.push("gpu");
+    }
+    d
+}
+
 // ---------------------------------------------------------------------------------------------
 // Seeds and data
 // ---------------------------------------------------------------------------------------------
