@@ -206,20 +206,6 @@ pub const ROUND_MAGIC: f32 = 12_582_912.0;
 /// Largest magnitude the magic rounding handles exactly (2^22).
 pub const MAGIC_EXACT: f32 = 4_194_304.0;
 
-/// [`quantize_code`] without the `rintf` call: round(clamp(x/s, qmin−z, qmax−z)) + z equals
-/// clamp(round(x/s) + z, qmin, qmax) because the bounds are integers and rounding is
-/// monotone, and the clamped value is small enough for [`ROUND_MAGIC`].
-#[inline]
-pub fn quantize_code_fast(x: f32, s: f32, z: i32, qmin: i32, qmax: i32) -> i32 {
-    let lo = (i64::from(qmin) - i64::from(z)) as f32;
-    let hi = (i64::from(qmax) - i64::from(z)) as f32;
-    if lo < -MAGIC_EXACT || hi > MAGIC_EXACT {
-        return quantize_code(x, s, z, qmin, qmax);
-    }
-    let v = (x / s).max(lo).min(hi);
-    ((v + ROUND_MAGIC) - ROUND_MAGIC) as i32 + z
-}
-
 /// `x̂ = (q − z)·s`.
 #[inline]
 pub fn dequantize_code(q: i32, s: f32, z: i32) -> f32 {

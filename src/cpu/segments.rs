@@ -35,7 +35,26 @@ pub fn pack_segment(
     words: &mut [u32],
     code_of: impl Fn(usize, usize) -> u32 + Sync,
 ) {
+    pack_segment_runs(seg, words, |first, g, out| {
+        for (k, c) in out.iter_mut().enumerate() {
+            *c = code_of(first + k, g);
+        }
+    });
+}
+
+/// Elements a run hands its closure at once (one stack buffer).
+const RUN_ELEMS: usize = 256;
+
+/// [`pack_segment`] with codes computed a run at a time: `codes_of(first, g, out)` fills
+/// `out` with the codes of elements `first..first + out.len()`, all in parameter group `g`, so
+/// the closure's loop sees fixed parameters and vectorizes; packing follows.
+pub fn pack_segment_runs(
+    seg: &AffineSegment,
+    words: &mut [u32],
+    codes_of: impl Fn(usize, usize, &mut [u32]) + Sync,
+) {
     let len = seg.len as usize;
+    let group_len = seg.group_len as usize;
     let words = &mut words[..seg.packed_words()];
     // TASK_ELEMS elements fill exactly TASK_ELEMS·bits/32 words.
     words
@@ -44,9 +63,17 @@ pub fn pack_segment(
         .for_each(|(t, out)| {
             out.fill(0);
             let first = t * TASK_ELEMS;
-            let mut next_group = group_walk(seg, first);
-            for i in first..(first + TASK_ELEMS).min(len) {
-                put_code(out, i - first, seg.bits, code_of(i, next_group()));
+            let end = (first + TASK_ELEMS).min(len);
+            let mut codes = [0u32; RUN_ELEMS];
+            let mut i = first;
+            while i < end {
+                let pos = seg.group_phase as usize + i;
+                let run = (group_len - pos % group_len).min(end - i).min(RUN_ELEMS);
+                codes_of(i, seg.param as usize + pos / group_len, &mut codes[..run]);
+                for (k, &c) in codes[..run].iter().enumerate() {
+                    put_code(out, i - first + k, seg.bits, c);
+                }
+                i += run;
             }
         });
 }
