@@ -22,8 +22,11 @@ pub fn codebook_dequantize(
     )?;
     for seg in segments {
         let out = &mut dst[seg.dst as usize..];
-        unpack_segment(seg, &codes[seg.src as usize..], out, |_, g, code| {
-            levels[(g << seg.bits) + code as usize]
+        unpack_segment(seg, &codes[seg.src as usize..], out, |g, codes, out| {
+            let table = &levels[g << seg.bits..][..1usize << seg.bits];
+            for (y, &code) in out.iter_mut().zip(codes) {
+                *y = table[code as usize];
+            }
         });
     }
     Ok(())

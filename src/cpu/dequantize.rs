@@ -22,8 +22,11 @@ pub fn dequantize(
     )?;
     for seg in segments {
         let out = &mut dst[seg.dst as usize..];
-        unpack_segment(seg, &codes[seg.src as usize..], out, |_, g, code| {
-            dequantize_code(code as i32 + seg.qmin, scale[g], zero[g])
+        unpack_segment(seg, &codes[seg.src as usize..], out, |g, codes, out| {
+            let (s, z) = (scale[g], zero[g]);
+            for (y, &code) in out.iter_mut().zip(codes) {
+                *y = dequantize_code(code as i32 + seg.qmin, s, z);
+            }
         });
     }
     Ok(())

@@ -10,21 +10,29 @@ use crate::format::pack::{get_code, put_code};
 /// Elements per rayon task; a multiple of 32 so every task starts on a word boundary.
 const TASK_ELEMS: usize = 1 << 15;
 
-/// The parameter group of each element from `first` on, in order, walked with a counter:
-/// a 64-bit division per element (`AffineSegment::group_of`) was most of a pack's time.
-fn group_walk(seg: &AffineSegment, first: usize) -> impl FnMut() -> usize {
-    let len = seg.group_len as usize;
-    let pos = seg.group_phase as usize + first;
-    let mut group = seg.param as usize + pos / len;
-    let mut left = len - pos % len;
-    move || {
-        if left == 0 {
-            group += 1;
-            left = len;
+/// Elements handed to a run closure at once (one stack buffer).
+const RUN_ELEMS: usize = 256;
+
+/// Consecutive runs of elements `first..end` of `seg`, each inside one parameter group and at
+/// most [`RUN_ELEMS`] long, as (first element, length, group): one division per run instead
+/// of one per element.
+fn runs(
+    seg: &AffineSegment,
+    first: usize,
+    end: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
+    let group_len = seg.group_len as usize;
+    let mut i = first;
+    std::iter::from_fn(move || {
+        if i >= end {
+            return None;
         }
-        left -= 1;
-        group
-    }
+        let pos = seg.group_phase as usize + i;
+        let len = (group_len - pos % group_len).min(end - i).min(RUN_ELEMS);
+        let run = (i, len, seg.param as usize + pos / group_len);
+        i += len;
+        Some(run)
+    })
 }
 
 /// Overwrites the segment's words (`words`, starting at its first word) with the codes
@@ -42,9 +50,6 @@ pub fn pack_segment(
     });
 }
 
-/// Elements a run hands its closure at once (one stack buffer).
-const RUN_ELEMS: usize = 256;
-
 /// [`pack_segment`] with codes computed a run at a time: `codes_of(first, g, out)` fills
 /// `out` with the codes of elements `first..first + out.len()`, all in parameter group `g`, so
 /// the closure's loop sees fixed parameters and vectorizes; packing follows.
@@ -54,7 +59,6 @@ pub fn pack_segment_runs(
     codes_of: impl Fn(usize, usize, &mut [u32]) + Sync,
 ) {
     let len = seg.len as usize;
-    let group_len = seg.group_len as usize;
     let words = &mut words[..seg.packed_words()];
     // TASK_ELEMS elements fill exactly TASK_ELEMS·bits/32 words.
     words
@@ -63,42 +67,38 @@ pub fn pack_segment_runs(
         .for_each(|(t, out)| {
             out.fill(0);
             let first = t * TASK_ELEMS;
-            let end = (first + TASK_ELEMS).min(len);
             let mut codes = [0u32; RUN_ELEMS];
-            let mut i = first;
-            while i < end {
-                let pos = seg.group_phase as usize + i;
-                let run = (group_len - pos % group_len).min(end - i).min(RUN_ELEMS);
-                codes_of(i, seg.param as usize + pos / group_len, &mut codes[..run]);
+            for (i, run, g) in runs(seg, first, (first + TASK_ELEMS).min(len)) {
+                codes_of(i, g, &mut codes[..run]);
                 for (k, &c) in codes[..run].iter().enumerate() {
                     put_code(out, i - first + k, seg.bits, c);
                 }
-                i += run;
             }
         });
 }
 
-/// Writes `decode(i, g, code)` for every element `i` (in parameter group `g`) of the segment
-/// into `out` (its outputs), the codes read from `words` (starting at its first word).
+/// Writes the decoded values of every element of the segment into `out` (its outputs), the
+/// codes read from `words` (starting at its first word): `decode(g, codes, out)` turns a run
+/// of codes in parameter group `g` into values, a loop with fixed parameters.
 pub fn unpack_segment(
     seg: &AffineSegment,
     words: &[u32],
     out: &mut [f32],
-    decode: impl Fn(usize, usize, u32) -> f32 + Sync,
+    decode: impl Fn(usize, &[u32], &mut [f32]) + Sync,
 ) {
     let words = &words[..seg.packed_words()];
-    out[..seg.len as usize]
+    let len = seg.len as usize;
+    out[..len]
         .par_chunks_mut(TASK_ELEMS)
         .enumerate()
         .for_each(|(t, out)| {
             let first = t * TASK_ELEMS;
-            let mut next_group = group_walk(seg, first);
-            for (k, y) in out.iter_mut().enumerate() {
-                *y = decode(
-                    first + k,
-                    next_group(),
-                    get_code(words, first + k, seg.bits),
-                );
+            let mut codes = [0u32; RUN_ELEMS];
+            for (i, run, g) in runs(seg, first, first + out.len()) {
+                for (k, c) in codes[..run].iter_mut().enumerate() {
+                    *c = get_code(words, i + k, seg.bits);
+                }
+                decode(g, &codes[..run], &mut out[i - first..][..run]);
             }
         });
 }
