@@ -646,3 +646,49 @@ calib = "mse"
         }
     }
 }
+
+/// The report's error, `quant::squared_error` (one pass over affine codes, decoding first for
+/// the others), equals Σx² and Σ(x − x̂)² of the decoded tensor, and is the same on every call.
+#[test]
+fn squared_error_matches_the_decoded_tensor() {
+    use wgquant::quant::spec::{Choice, resolve};
+    let shape = [37usize, 96];
+    let x: Vec<f32> = (0..shape[0] * shape[1])
+        .map(|i| value(i, 77) * (1.0 + (i % 5) as f32))
+        .collect();
+    for (scheme, granularity, mode) in [
+        ("int4", "group:32", Some("symmetric")),
+        ("int3", "channel", Some("asymmetric")),
+        ("int8", "tensor", Some("restricted")),
+        ("weq3", "channel", None),
+        ("dc", "tensor", None),
+    ] {
+        let args = MethodArgs {
+            scheme: Some(scheme.into()),
+            granularity: Some(granularity.into()),
+            mode: mode.map(Into::into),
+            ..Default::default()
+        };
+        let Ok(Choice::Quantize(method)) = resolve(&args) else {
+            panic!("{scheme}: {:?}", resolve(&args).err());
+        };
+        let qt = method.quantize(&Backend::Cpu, "w", &x, &shape).unwrap();
+        let approx = wgquant::quant::dequantize(&Backend::Cpu, &qt).unwrap();
+        let (mut signal, mut noise) = (0f64, 0f64);
+        for (a, b) in x.iter().zip(&approx) {
+            signal += f64::from(*a).powi(2);
+            noise += (f64::from(*a) - f64::from(*b)).powi(2);
+        }
+        let got = wgquant::quant::squared_error(&qt, &x).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1e-30);
+        assert!(
+            close(got.0, signal) && close(got.1, noise) && noise > 0.0,
+            "{scheme} {granularity}: {got:?} vs ({signal}, {noise})"
+        );
+        assert_eq!(
+            got,
+            wgquant::quant::squared_error(&qt, &x).unwrap(),
+            "{scheme}"
+        );
+    }
+}

@@ -475,8 +475,8 @@ fn block_parts(item: &PlanItem, qt: &QuantizedTensor) -> Result<Vec<disk::Part>>
 
 /// Σx² and Σ(x − x̂)² of a quantized block against its values.
 fn block_error(qt: &QuantizedTensor, values: &[f32]) -> Result<ErrorStats> {
-    let approx = quant::dequantize(&Backend::Cpu, qt)?;
-    Ok(ErrorStats::measure(values, &approx))
+    let (signal, noise) = quant::squared_error(qt, values)?;
+    Ok(ErrorStats { signal, noise })
 }
 
 fn tick(progress: Option<&indicatif::ProgressBar>, item: &PlanItem, rows: &std::ops::Range<usize>) {

@@ -102,3 +102,30 @@ pub fn unpack_segment(
             }
         });
 }
+
+/// `visit(first, g, codes)` for every run of the segment's codes (elements `first..` in
+/// parameter group `g`), in parallel; the results come back in element order, so a caller
+/// that sums them sequentially gets the same bits on every run.
+pub fn map_code_runs<T: Send>(
+    seg: &AffineSegment,
+    words: &[u32],
+    visit: impl Fn(usize, usize, &[u32]) -> T + Sync,
+) -> Vec<T> {
+    let words = &words[..seg.packed_words()];
+    let len = seg.len as usize;
+    (0..len.div_ceil(TASK_ELEMS))
+        .into_par_iter()
+        .flat_map_iter(|t| {
+            let first = t * TASK_ELEMS;
+            let mut codes = [0u32; RUN_ELEMS];
+            runs(seg, first, (first + TASK_ELEMS).min(len))
+                .map(|(i, run, g)| {
+                    for (k, c) in codes[..run].iter_mut().enumerate() {
+                        *c = get_code(words, i + k, seg.bits);
+                    }
+                    visit(i, g, &codes[..run])
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -257,6 +257,37 @@ impl Method {
     }
 }
 
+/// Σx² and Σ(x − x̂)² of the originals `values` against `qt`'s decoding, on the CPU, in f64
+/// and element order: an unmasked affine tensor in one pass over its codes, the others by
+/// decoding first.
+pub fn squared_error(qt: &QuantizedTensor, values: &[f32]) -> Result<(f64, f64)> {
+    if values.len() != qt.numel() {
+        return Err(Error::shape(
+            "squared_error",
+            format!("{} values for a tensor of {}", values.len(), qt.numel()),
+        ));
+    }
+    if let (
+        Encoding::Affine {
+            scale, zero_point, ..
+        },
+        None,
+    ) = (&qt.encoding, &qt.mask)
+    {
+        qt.validate()?;
+        let seg = qt.affine_segment(0, 0, 0)?;
+        return crate::cpu::dequantize::squared_error(&qt.codes, values, scale, zero_point, &seg);
+    }
+    let approx = dequantize(&Backend::Cpu, qt)?;
+    Ok(values
+        .iter()
+        .zip(&approx)
+        .fold((0.0, 0.0), |(signal, noise), (&x, &y)| {
+            let d = f64::from(x) - f64::from(y);
+            (signal + f64::from(x) * f64::from(x), noise + d * d)
+        }))
+}
+
 /// Decodes any quantized tensor to f32 on `backend`; elements a keep-mask drops are 0.
 pub fn dequantize(backend: &Backend<'_>, qt: &QuantizedTensor) -> Result<Vec<f32>> {
     let values = match &qt.encoding {
