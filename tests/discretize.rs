@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Dist, POISON, finish, generate, gpu, seed_for};
+use common::{Dist, POISON, check_written, finish, generate, gpu, seed_for};
 use wgquant::cpu::discretize::{self as twin, Ladder, Partition, SearchSpec, SearchState};
 use wgquant::format::{Encoding, Granularity, pack};
 use wgquant::gpu::WorkLimits;
@@ -67,15 +67,13 @@ fn poisoned_search(
     }
     ctx.run("discretize", |enc| encode(ctx, enc, t, group_len, s, &bufs))
         .map_err(e)?;
-    for (name, b) in [
-        ("ranges", &bufs.ranges),
-        ("correlations", &bufs.correlations),
-    ] {
-        let words: Vec<u32> = b.download(ctx).map_err(e)?;
-        if let Some(i) = words.iter().position(|w| *w == POISON) {
-            return Err(format!("{name} word {i} of {} left unwritten", words.len()));
-        }
-    }
+    check_written(
+        ctx,
+        &[
+            ("ranges", &bufs.ranges),
+            ("correlations", &bufs.correlations),
+        ],
+    )?;
     Ok((
         bufs.states.download(ctx).map_err(e)?,
         bufs.correlations.to_f32(ctx).map_err(e)?,

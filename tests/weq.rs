@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Check, Dist, POISON, finish, generate, gpu, poisoned, seed_for};
+use common::{Check, Dist, check_written, finish, generate, gpu, poisoned, seed_for};
 use wgquant::affine::GroupRange;
 use wgquant::cpu;
 use wgquant::cpu::weq_sweep::WeqInfo;
@@ -422,16 +422,14 @@ fn poisoned_sweep(
     )
     .and_then(|p| p.run(ctx, |_| Ok(())))
     .map_err(e)?;
-    for (name, t) in [
-        ("levels", &levels),
-        ("thresholds", &thresholds),
-        ("info", &info),
-    ] {
-        let words: Vec<u32> = t.download(ctx).map_err(e)?;
-        if let Some(i) = words.iter().position(|w| *w == POISON) {
-            return Err(format!("{name} word {i} of {} left unwritten", words.len()));
-        }
-    }
+    check_written(
+        ctx,
+        &[
+            ("levels", &levels),
+            ("thresholds", &thresholds),
+            ("info", &info),
+        ],
+    )?;
     Ok((
         thresholds.to_f32(ctx).map_err(e)?,
         info.download(ctx).map_err(e)?,

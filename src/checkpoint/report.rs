@@ -1,7 +1,6 @@
 //! What a quantization run did, per tensor and in total: sizes, bits per weight, SQNR and
 //! relative error, time. Serialised as REPORT.json and printed as a table.
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 /// Error of a reconstruction `approx` of `exact`.
@@ -16,14 +15,7 @@ pub struct ErrorStats {
 impl ErrorStats {
     /// Sums over two equally long slices, in f64.
     pub fn measure(exact: &[f32], approx: &[f32]) -> Self {
-        let (signal, noise) = exact
-            .par_iter()
-            .zip(approx)
-            .map(|(&x, &y)| {
-                let (x, d) = (f64::from(x), f64::from(x) - f64::from(y));
-                (x * x, d * d)
-            })
-            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let (signal, noise) = crate::quant::squared_difference(exact, approx);
         Self { signal, noise }
     }
 

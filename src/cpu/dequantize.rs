@@ -53,14 +53,21 @@ pub fn squared_error(
     let parts = map_code_runs(seg, &codes[seg.src as usize..], |first, g, run| {
         let (s, z) = (scale[g], zero[g]);
         let x = &values[first..first + run.len()];
-        x.iter()
-            .zip(run)
-            .fold((0.0, 0.0), |(signal, noise), (&x, &code)| {
-                let d = f64::from(x) - f64::from(dequantize_code(code as i32 + seg.qmin, s, z));
-                (signal + f64::from(x) * f64::from(x), noise + d * d)
-            })
+        squared_sums(
+            x.iter()
+                .zip(run)
+                .map(|(&x, &code)| (x, dequantize_code(code as i32 + seg.qmin, s, z))),
+        )
     });
     Ok(parts
         .into_iter()
         .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1)))
+}
+
+/// Σx² and Σ(x − x̂)² of (x, x̂) pairs, in f64, in order.
+pub fn squared_sums(pairs: impl Iterator<Item = (f32, f32)>) -> (f64, f64) {
+    pairs.fold((0.0, 0.0), |(signal, noise), (x, y)| {
+        let d = f64::from(x) - f64::from(y);
+        (signal + f64::from(x) * f64::from(x), noise + d * d)
+    })
 }

@@ -35,6 +35,24 @@ fn runs(
     })
 }
 
+/// `visit(i, g, codes)` for each run of elements `first..end` (from element `i`, in
+/// parameter group `g`), its codes read from `words`.
+fn for_code_runs(
+    seg: &AffineSegment,
+    words: &[u32],
+    first: usize,
+    end: usize,
+    mut visit: impl FnMut(usize, usize, &[u32]),
+) {
+    let mut codes = [0u32; RUN_ELEMS];
+    for (i, run, g) in runs(seg, first, end) {
+        for (k, c) in codes[..run].iter_mut().enumerate() {
+            *c = get_code(words, i + k, seg.bits);
+        }
+        visit(i, g, &codes[..run]);
+    }
+}
+
 /// Overwrites the segment's words (`words`, starting at its first word) with the codes
 /// `code_of(i, g)` of its elements (element `i` in parameter group `g`), each already below
 /// `2^bits`.
@@ -93,13 +111,10 @@ pub fn unpack_segment(
         .enumerate()
         .for_each(|(t, out)| {
             let first = t * TASK_ELEMS;
-            let mut codes = [0u32; RUN_ELEMS];
-            for (i, run, g) in runs(seg, first, first + out.len()) {
-                for (k, c) in codes[..run].iter_mut().enumerate() {
-                    *c = get_code(words, i + k, seg.bits);
-                }
-                decode(g, &codes[..run], &mut out[i - first..][..run]);
-            }
+            let end = first + out.len();
+            for_code_runs(seg, words, first, end, |i, g, codes| {
+                decode(g, codes, &mut out[i - first..][..codes.len()]);
+            });
         });
 }
 
@@ -117,15 +132,17 @@ pub fn map_code_runs<T: Send>(
         .into_par_iter()
         .flat_map_iter(|t| {
             let first = t * TASK_ELEMS;
-            let mut codes = [0u32; RUN_ELEMS];
-            runs(seg, first, (first + TASK_ELEMS).min(len))
-                .map(|(i, run, g)| {
-                    for (k, c) in codes[..run].iter_mut().enumerate() {
-                        *c = get_code(words, i + k, seg.bits);
-                    }
-                    visit(i, g, &codes[..run])
-                })
-                .collect::<Vec<_>>()
+            let mut results = Vec::new();
+            for_code_runs(
+                seg,
+                words,
+                first,
+                (first + TASK_ELEMS).min(len),
+                |i, g, codes| {
+                    results.push(visit(i, g, codes));
+                },
+            );
+            results
         })
         .collect()
 }

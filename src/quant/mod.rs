@@ -279,13 +279,23 @@ pub fn squared_error(qt: &QuantizedTensor, values: &[f32]) -> Result<(f64, f64)>
         return crate::cpu::dequantize::squared_error(&qt.codes, values, scale, zero_point, &seg);
     }
     let approx = dequantize(&Backend::Cpu, qt)?;
-    Ok(values
-        .iter()
-        .zip(&approx)
-        .fold((0.0, 0.0), |(signal, noise), (&x, &y)| {
-            let d = f64::from(x) - f64::from(y);
-            (signal + f64::from(x) * f64::from(x), noise + d * d)
-        }))
+    Ok(squared_difference(values, &approx))
+}
+
+/// Σx² and Σ(x − y)² over two equally long slices, in f64: fixed chunks summed in parallel,
+/// their partial sums added in order, so every run gives the same bits.
+pub fn squared_difference(exact: &[f32], approx: &[f32]) -> (f64, f64) {
+    use crate::cpu::dequantize::squared_sums;
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let parts: Vec<(f64, f64)> = exact
+        .par_chunks(CHUNK)
+        .zip(approx.par_chunks(CHUNK))
+        .map(|(x, y)| squared_sums(x.iter().copied().zip(y.iter().copied())))
+        .collect();
+    parts
+        .into_iter()
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 /// Decodes any quantized tensor to f32 on `backend`; elements a keep-mask drops are 0.

@@ -254,6 +254,17 @@ pub fn poisoned(ctx: &Context, shape: &[usize], dtype: ElemType) -> GpuTensor {
     t
 }
 
+/// Fails naming the first word of each `(name, tensor)` output still holding [`POISON`].
+pub fn check_written(ctx: &Context, outputs: &[(&str, &GpuTensor)]) -> Result<(), String> {
+    for (name, t) in outputs {
+        let words: Vec<u32> = t.download(ctx).map_err(|e| e.to_string())?;
+        if let Some(i) = words.iter().position(|w| *w == POISON) {
+            return Err(format!("{name} word {i} of {} left unwritten", words.len()));
+        }
+    }
+    Ok(())
+}
+
 /// Sentinel words after every guarded output: odd, and more than one 16-byte vector, so a
 /// kernel or window writing a little past its end is caught.
 pub const TRAIL_SENTINELS: usize = 67;
