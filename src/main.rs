@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     quiet_headless_vulkan();
     report_file_size_limits();
     use_every_core_on_lavapipe();
+    remove_outputs_on_signals();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -22,10 +23,25 @@ fn main() -> ExitCode {
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .collect();
-            eprintln!("wgquant: error: {}", line.join("; "));
+            eprintln!("wgquant: error: {}", cli::terminal_safe(&line.join("; ")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGINT, SIGTERM and SIGHUP remove the temporary outputs and exit with 128 + the signal's
+/// number, as a shell reports a process the signal killed; final names are never touched.
+fn remove_outputs_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            wgquant::checkpoint::output::remove_pending();
+            std::process::exit(128 + sig);
+        }
+    });
 }
 
 /// On a headless machine (no XDG_RUNTIME_DIR), Mesa's Vulkan device-select layer tries to

@@ -98,14 +98,9 @@ fn describe(e: &safetensors::SafeTensorError) -> String {
 impl Checkpoint {
     /// Opens and validates `path` (header, offsets, sizes).
     pub fn open(path: &Path) -> Result<Self> {
+        // Before opening: a FIFO's open blocks until a writer appears.
+        super::output::check_input(path)?;
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
-            return Err(Error::Format {
-                path: path.into(),
-                msg: "is a directory, not a safetensors file".into(),
-            });
-        }
         // SAFETY: the map is read-only and private; wgquant never writes through it. A file
         // truncated by another process while mapped would fault, as with any mmap reader.
         let map =
@@ -241,8 +236,27 @@ fn decode<const W: usize>(data: &[u8], f: impl Fn([u8; W]) -> f32 + Sync) -> Vec
     out
 }
 
-/// Encodes f32 values in `dtype` (F32, F16 or BF16; half precision rounds to nearest even).
+/// Largest finite magnitude of F16 / BF16 as f32, `None` for other dtypes.
+pub fn half_max(dtype: Dtype) -> Option<f32> {
+    match dtype {
+        Dtype::F16 => Some(half::f16::MAX.to_f32()),
+        Dtype::BF16 => Some(half::bf16::MAX.to_f32()),
+        _ => None,
+    }
+}
+
+/// The first value whose magnitude exceeds `dtype`'s largest finite one (F16, BF16), which
+/// [`from_f32`] would have to saturate.
+pub fn first_out_of_range(values: &[f32], dtype: Dtype) -> Option<usize> {
+    let max = half_max(dtype)?;
+    values.iter().position(|v| v.abs() > max)
+}
+
+/// Encodes f32 values in `dtype` (F32, F16 or BF16; half precision rounds to nearest even and
+/// saturates at its largest finite value, never to Inf: a decoded grid point may lie just past
+/// the range of the dtype its input came from).
 pub fn from_f32(values: &[f32], dtype: Dtype) -> Result<Vec<u8>> {
+    let max = half_max(dtype).unwrap_or(f32::MAX);
     Ok(match dtype {
         Dtype::F32 => values
             .par_iter()
@@ -250,11 +264,11 @@ pub fn from_f32(values: &[f32], dtype: Dtype) -> Result<Vec<u8>> {
             .collect(),
         Dtype::F16 => values
             .par_iter()
-            .flat_map_iter(|&v| half::f16::from_f32(v).to_le_bytes())
+            .flat_map_iter(|&v| half::f16::from_f32(v.clamp(-max, max)).to_le_bytes())
             .collect(),
         Dtype::BF16 => values
             .par_iter()
-            .flat_map_iter(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .flat_map_iter(|&v| half::bf16::from_f32(v.clamp(-max, max)).to_le_bytes())
             .collect(),
         other => {
             return Err(Error::UnsupportedDType {
@@ -291,19 +305,11 @@ impl View for &OutTensor<'_> {
     }
 }
 
-/// Refuses an output path that is the input file itself (the input is never modified).
+/// Refuses an input that is not a regular file and an output that is the input itself, a
+/// device, a FIFO or a directory, or lies in a missing directory ([`super::output`]).
 pub fn check_distinct(input: &Path, output: &Path) -> Result<()> {
-    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same {
-        return Err(Error::Format {
-            path: output.into(),
-            msg: "the output would overwrite the input; choose another path".into(),
-        });
-    }
-    Ok(())
+    super::output::check_input(input)?;
+    super::output::check_outputs(&[input], &[output])
 }
 
 /// Writes a safetensors file atomically: into a temporary file beside `path`, renamed over
@@ -313,25 +319,19 @@ pub fn write_atomic(
     tensors: &[(String, OutTensor<'_>)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".wgquant-")
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(path, plain_os_error(e)))?;
+    super::output::check_outputs(&[], &[path])?;
+    let tmp = super::output::TempOutput::create(path)?;
     let items = tensors.iter().map(|(n, t)| (n.as_str(), t));
-    safetensors::serialize_to_file(items, Some(metadata), tmp.path()).map_err(|e| match e {
-        safetensors::SafeTensorError::IoError(io) => Error::io(path, io),
-        other => Error::Format {
-            path: path.into(),
-            msg: other.to_string(),
+    safetensors::serialize_to_file(items, Some(metadata), tmp.temp_path()?).map_err(
+        |e| match e {
+            safetensors::SafeTensorError::IoError(io) => Error::io(path, plain_os_error(io)),
+            other => Error::Format {
+                path: path.into(),
+                msg: other.to_string(),
+            },
         },
-    })?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    )?;
+    tmp.persist()
 }
 
 /// The OS error alone, without the temporary file's name that `tempfile` adds: the user

@@ -107,16 +107,8 @@ pub fn export_gguf(
         ),
     ];
     let io = |e: std::io::Error| Error::io(output, plain_os_error(e));
-    let dir = output
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".wgquant-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    let mut out = std::io::BufWriter::with_capacity(4 << 20, tmp.reopen().map_err(io)?);
+    let tmp = super::output::TempOutput::create(output)?;
+    let mut out = std::io::BufWriter::with_capacity(4 << 20, tmp.reopen()?);
     out.write_all(&gguf::header(&kv, &infos)).map_err(io)?;
     if let Some(pb) = progress {
         pb.set_length(tensors.iter().map(|t| t.bytes() as u64).sum());
@@ -180,8 +172,7 @@ pub fn export_gguf(
     out.flush().map_err(io)?;
     out.get_ref().sync_all().map_err(io)?;
     drop(out);
-    tmp.persist(output)
-        .map_err(|e| Error::io(output, plain_os_error(e.error)))?;
+    tmp.persist()?;
     let q: Vec<&TensorReport> = reports
         .iter()
         .filter(|r| r.scheme.ends_with("q8_0") || r.scheme.ends_with("q4_0"))

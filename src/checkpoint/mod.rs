@@ -6,6 +6,7 @@ pub mod dequantize;
 pub mod file;
 pub mod gguf;
 pub mod inspect;
+pub mod output;
 pub mod plan;
 pub mod quantize;
 pub mod report;

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use safetensors::Dtype;
 
-use super::file::{check_distinct, from_f32, plain_os_error};
+use super::file::{first_out_of_range, from_f32, half_max};
+use super::output::{self, TempOutput};
 use super::plan::{Action, Plan, PlanItem, PlanOptions, check_nonempty, make_plan};
 use super::report::{ErrorStats, Report, TensorReport, Totals};
 use super::rules::Rules;
@@ -39,6 +40,8 @@ pub struct QuantizeOptions {
     pub max_shard_bytes: Option<u64>,
     /// Input f32 bytes per row block (0 for the default).
     pub block_bytes: usize,
+    /// Write the JSON report here too, renamed together with the outputs.
+    pub report: Option<PathBuf>,
 }
 
 impl QuantizeOptions {
@@ -84,18 +87,33 @@ pub fn quantize_file(
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<Report> {
     let start = Instant::now();
-    check_distinct(input, output)?;
+    output::check_input(input)?;
     let (source, plan) = plan_file(input, opts)?;
-    for shard in source.shard_paths() {
-        check_distinct(shard, output)?;
-    }
     let paths = shard_paths(output, plan.shards.len())?;
+    let index = (paths.len() > 1).then(|| index_path(output));
+    let mut inputs = vec![input];
+    inputs.extend(source.shard_paths());
+    let outputs: Vec<&Path> = paths
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(index.as_deref())
+        .chain(opts.report.as_deref())
+        .collect();
+    output::check_outputs(&inputs, &outputs)?;
     if let Some(pb) = progress {
         pb.set_length(plan.bytes_in());
     }
     let (finished, tensors) = stream(backend, &source, &plan, &paths, progress)?;
-    persist_all(finished, &paths, output, &plan)?;
-    Ok(report(backend, input, output, &plan, tensors, start))
+    let report = report(backend, input, output, &plan, tensors, start);
+    let mut outs: Vec<TempOutput> = finished.into_iter().map(Finished::into_output).collect();
+    if let Some(index) = &index {
+        outs.push(output::prepare_text(index, &index_json(&paths, &plan)?)?);
+    }
+    if let Some(path) = &opts.report {
+        outs.push(output::prepare_text(path, &report.to_json()?)?);
+    }
+    output::persist_all(outs)?;
+    Ok(report)
 }
 
 /// Output file names: `output` itself, or `stem-0000k-of-0000n.safetensors` beside it.
@@ -155,12 +173,13 @@ struct WriteBlock<'a> {
     item: usize,
     rows: std::ops::Range<usize>,
     out: Out<'a>,
-    seconds: f64,
 }
 
 /// Per-tensor results the writer gathers.
 struct Gathered {
     err: ErrorStats,
+    /// Wall seconds from the previous item's completion to this one's: the stages overlap, so
+    /// per-stage times would add up to more than the run took.
     seconds: f64,
     /// Bytes of the item's parts as written (Huffman streams are sized only then).
     bytes: u64,
@@ -263,17 +282,29 @@ fn compute_all<'a>(
     for read in rx {
         let ReadBlock { item, rows, block } = read?;
         let it = &plan.items[item];
-        let t0 = Instant::now();
         let out = match (&it.action, block) {
             (_, Block::Raw(bytes)) => Out::Raw(bytes),
-            (Action::Half(h), Block::Values(v)) => Out::Bytes(from_f32(
-                &v,
-                if *h == Half::F16 {
+            (Action::Half(h), Block::Values(v)) => {
+                let dtype = if *h == Half::F16 {
                     Dtype::F16
                 } else {
                     Dtype::BF16
-                },
-            )?),
+                };
+                // Saturating a value the user asked to store would change it silently.
+                if let Some(i) = first_out_of_range(&v, dtype) {
+                    return Err(source.tensor_error(
+                        &it.tensor,
+                        format!(
+                            "value {} at element {} is outside {dtype:?}'s range (±{}); store it \
+                             as bf16 or leave it unquantized",
+                            v[i],
+                            rows.start * it.row_len() + i,
+                            half_max(dtype).unwrap_or(f32::MAX)
+                        ),
+                    ));
+                }
+                Out::Bytes(from_f32(&v, dtype)?)
+            }
             (Action::Quantize(m), Block::Values(v)) => {
                 let mut shape = it.tensor.shape.clone();
                 if let Some(r) = shape.first_mut() {
@@ -288,15 +319,7 @@ fn compute_all<'a>(
                 return Err(Error::param("pipeline", "kept tensor was converted"));
             }
         };
-        let seconds = t0.elapsed().as_secs_f64();
-        if tx
-            .send(WriteBlock {
-                item,
-                rows,
-                out,
-                seconds,
-            })
-            .is_err()
+        if tx.send(WriteBlock { item, rows, out }).is_err()
         {
             // The writer stopped; its error is reported.
             return Ok(());
@@ -317,6 +340,7 @@ fn write_all<'a>(
     let mut finished = Vec::new();
     let mut gathered: Vec<Gathered> = Vec::with_capacity(plan.items.len());
     let mut rx = rx.into_iter();
+    let mut mark = Instant::now();
     for (s, range) in plan.shards.iter().enumerate() {
         let items = &plan.items[range.clone()];
         let names = items
@@ -331,7 +355,9 @@ fn write_all<'a>(
         let mut written = Vec::with_capacity(items.len());
         for (k, item) in items.iter().enumerate() {
             let index = range.start + k;
-            let (g, specs) = write_item(&mut w, index, item, &mut rx, progress)?;
+            let (mut g, specs) = write_item(&mut w, index, item, &mut rx, progress)?;
+            g.seconds = mark.elapsed().as_secs_f64();
+            mark = Instant::now();
             gathered.push(g);
             written.push((item, specs));
         }
@@ -364,8 +390,6 @@ fn write_item<'a>(
     };
     for _ in 0..item.blocks().count() {
         let b = next_block(rx, index, item)?;
-        g.seconds += b.seconds;
-        let t0 = Instant::now();
         match b.out {
             Out::Raw(bytes) => w.write(bytes)?,
             Out::Bytes(bytes) => w.write(&bytes)?,
@@ -378,7 +402,6 @@ fn write_item<'a>(
                 g.err.add(&block_error(&qt, &values)?);
             }
         }
-        g.seconds += t0.elapsed().as_secs_f64();
         tick(progress, item, &b.rows);
     }
     w.end()?;
@@ -410,7 +433,6 @@ fn write_unsized<'a>(
             "an unsized item must come in one block",
         ));
     }
-    let t0 = Instant::now();
     let parts = block_parts(item, &qt)?;
     let mut specs = Vec::with_capacity(parts.len());
     for (p, planned) in parts.iter().zip(&item.outputs) {
@@ -430,7 +452,7 @@ fn write_unsized<'a>(
     }
     let g = Gathered {
         err: block_error(&qt, &values)?,
-        seconds: b.seconds + t0.elapsed().as_secs_f64(),
+        seconds: 0.0,
         bytes: specs.iter().map(|p| p.bytes() as u64).sum(),
     };
     tick(progress, item, &b.rows);
@@ -517,56 +539,25 @@ fn shard_records<'p>(
         .collect()
 }
 
-/// Renames every finished shard (and writes the index for sharded output) only now that all
-/// are complete.
-fn persist_all(
-    finished: Vec<Finished>,
-    paths: &[PathBuf],
-    output: &Path,
-    plan: &Plan,
-) -> Result<()> {
-    let index = if paths.len() > 1 {
-        let mut weight_map = BTreeMap::new();
-        for (s, range) in plan.shards.iter().enumerate() {
-            let file = paths[s]
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            for item in &plan.items[range.clone()] {
-                for p in &item.outputs {
-                    weight_map.insert(p.name.clone(), file.clone());
-                }
+/// The index of a sharded output: every output tensor's shard file, and the total size.
+fn index_json(paths: &[PathBuf], plan: &Plan) -> Result<String> {
+    let mut weight_map = BTreeMap::new();
+    for (s, range) in plan.shards.iter().enumerate() {
+        let file = paths[s]
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        for item in &plan.items[range.clone()] {
+            for p in &item.outputs {
+                weight_map.insert(p.name.clone(), file.clone());
             }
         }
-        let total: u64 = plan.bytes_out();
-        let json =
-            serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-        let path = index_path(output);
-        let io = |e: std::io::Error| Error::io(&path, plain_os_error(e));
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".wgquant-")
-            .suffix(".partial")
-            .tempfile_in(dir)
-            .map_err(io)?;
-        let text = serde_json::to_string_pretty(&json)
-            .map_err(|e| Error::param("index", e.to_string()))?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
-        Some((tmp, path))
-    } else {
-        None
-    };
-    for f in finished {
-        f.persist()?;
     }
-    if let Some((tmp, path)) = index {
-        tmp.persist(&path)
-            .map_err(|e| Error::io(&path, plain_os_error(e.error)))?;
-    }
-    Ok(())
+    let json = serde_json::json!({
+        "metadata": { "total_size": plan.bytes_out() },
+        "weight_map": weight_map,
+    });
+    serde_json::to_string_pretty(&json).map_err(|e| Error::param("index", e.to_string()))
 }
 
 fn report(

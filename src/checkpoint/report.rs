@@ -59,7 +59,8 @@ pub struct TensorReport {
     pub bytes_in: u64,
     /// Bytes written for this tensor (codes and parameters).
     pub bytes_out: u64,
-    /// Seconds spent on it.
+    /// Wall seconds attributed to it: from the previous tensor's completion to its own, so
+    /// the tensors' seconds add up to no more than the run's.
     pub seconds: f64,
 }
 
@@ -100,6 +101,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report as pretty JSON (what `--report` writes).
+    pub fn to_json(&self) -> crate::error::Result<String> {
+        serde_json::to_string_pretty(self)
+            .map_err(|e| crate::error::Error::param("report", e.to_string()))
+    }
+
     /// A plain-text table, one line per tensor and a total line.
     pub fn table(&self) -> String {
         let mut s = format!(

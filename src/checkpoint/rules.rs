@@ -124,6 +124,7 @@ impl Rules {
 
     /// Reads and parses a rules file.
     pub fn load(path: &Path) -> Result<Self> {
+        super::output::check_input(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::parse(path, &text)
     }

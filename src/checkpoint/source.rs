@@ -84,6 +84,7 @@ impl Source {
             path: path.into(),
             msg,
         };
+        super::output::check_input(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let index: Index = serde_json::from_str(&text)
             .map_err(|e| bad(format!("not a safetensors index: {e}")))?;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::Dtype;
 
-use super::file::plain_os_error;
+use super::output::TempOutput;
 use crate::error::{Error, Result};
 
 /// Bytes reserved per tensor for its header entry beyond its name: dtype, shape and two
@@ -37,7 +37,7 @@ struct Entry {
 /// One safetensors file being written.
 pub struct StreamWriter {
     path: PathBuf,
-    tmp: tempfile::NamedTempFile,
+    tmp: TempOutput,
     out: std::io::BufWriter<std::fs::File>,
     reserved: u64,
     pos: u64,
@@ -48,18 +48,10 @@ pub struct StreamWriter {
 impl StreamWriter {
     /// Starts `path` (a temporary file beside it) with `reserved` bytes kept for the header.
     pub fn create(path: &Path, reserved: u64) -> Result<Self> {
-        let io = |e: std::io::Error| Error::io(path, plain_os_error(e));
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".wgquant-")
-            .suffix(".partial")
-            .tempfile_in(&dir)
-            .map_err(io)?;
-        let mut file = tmp.reopen().map_err(io)?;
-        file.seek(SeekFrom::Start(reserved)).map_err(io)?;
+        let tmp = TempOutput::create(path)?;
+        let mut file = tmp.reopen()?;
+        file.seek(SeekFrom::Start(reserved))
+            .map_err(|e| Error::io(path, e))?;
         Ok(Self {
             path: path.into(),
             tmp,
@@ -165,7 +157,7 @@ impl StreamWriter {
         let json =
             serde_json::to_vec(&header).map_err(|e| Error::param("StreamWriter", e.to_string()))?;
         self.out.flush().map_err(|e| self.io(e))?;
-        let mut file = self.tmp.reopen().map_err(|e| self.io(e))?;
+        let mut file = self.tmp.reopen()?;
         if json.len() as u64 + 8 > self.reserved {
             // The estimate was short: move the data up to make room (rare; costs one copy).
             let need = (json.len() as u64 + 8).next_multiple_of(8);
@@ -209,7 +201,7 @@ fn shift_data(file: &mut std::fs::File, from: u64, to: u64, len: u64) -> std::io
 
 /// A complete file waiting under a temporary name.
 pub struct Finished {
-    tmp: tempfile::NamedTempFile,
+    tmp: TempOutput,
     path: PathBuf,
     bytes: u64,
 }
@@ -227,10 +219,12 @@ impl Finished {
 
     /// Renames it to its final name.
     pub fn persist(self) -> Result<()> {
-        let path = self.path;
+        self.tmp.persist()
+    }
+
+    /// The temporary output, for renaming together with others
+    /// ([`super::output::persist_all`]).
+    pub fn into_output(self) -> TempOutput {
         self.tmp
-            .persist(&path)
-            .map_err(|e| Error::io(&path, plain_os_error(e.error)))?;
-        Ok(())
     }
 }

@@ -17,8 +17,8 @@ use crate::outln;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckpointBenchArgs {
-    /// Size of the synthetic BF16 checkpoint in GB.
-    #[arg(long, default_value_t = 8.0)]
+    /// Size of the synthetic BF16 checkpoint in GB (more than 0, at most 1000).
+    #[arg(long, default_value_t = 8.0, value_parser = parse_size_gb)]
     size_gb: f64,
     /// Directory for the checkpoint and outputs (reused between runs).
     #[arg(long, default_value = "target/bench-checkpoint")]
@@ -29,6 +29,16 @@ pub struct CheckpointBenchArgs {
     /// Keep the quantized outputs.
     #[arg(long)]
     keep: bool,
+}
+
+/// A size in GB that can be built: finite, positive and at most 1000 (NaN or inf would
+/// size the checkpoint without bound).
+fn parse_size_gb(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 1000.0) {
+        return Err(format!("--size-gb {s}: must be more than 0 and at most 1000"));
+    }
+    Ok(v)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

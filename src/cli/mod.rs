@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use wgquant::checkpoint::rules::Rules;
-use wgquant::checkpoint::{self, QuantizeOptions};
+use wgquant::checkpoint::{self, QuantizeOptions, output};
 use wgquant::format::Granularity;
 use wgquant::gpu::{self, Context};
 use wgquant::quant::Backend;
@@ -264,12 +264,31 @@ fn backend(ctx: &Option<Context>) -> Backend<'_> {
     }
 }
 
-/// Prints to stdout; a closed pipe (`wgquant inspect f | head`) ends the program quietly
-/// instead of panicking.
+/// `text` with every control character but newline and tab written as `\uXXXX`: a tensor
+/// name or path holding an escape sequence must not drive the terminal. The same escape is
+/// valid inside a JSON string, where serde leaves DEL and the C1 controls raw.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                format!("\\u{:04x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Prints to stdout, [`terminal_safe`]; a closed pipe (`wgquant inspect f | head`) ends the
+/// program quietly instead of panicking.
 pub fn emit(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+    if let Err(e) = out.write_all(terminal_safe(text).as_bytes()).and_then(|_| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -336,6 +355,7 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
         include_1d: a.include_1d,
         max_shard_bytes: a.max_shard_size,
         block_bytes: 0,
+        report: a.report.clone(),
     };
     if a.dry_run {
         let (_, plan) = checkpoint::quantize::plan_file(&a.input, &opts)?;
@@ -357,11 +377,6 @@ fn quantize(a: QuantizeArgs) -> Result<(), CliError> {
         };
         emit(&checkpoint::compression::compression_report(&path)?.table());
     }
-    if let Some(path) = a.report {
-        let json =
-            serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;
-        write_text(&path, &json)?;
-    }
     Ok(())
 }
 
@@ -378,28 +393,17 @@ fn quantize_gguf(a: QuantizeArgs) -> Result<(), CliError> {
             "--format gguf does not take --rules, --max-shard-size or --dry-run".into(),
         ));
     }
+    // Every path is checked before the run, so a bad --report fails at once.
+    let outputs: Vec<&std::path::Path> =
+        std::iter::once(a.output.as_path()).chain(a.report.as_deref()).collect();
+    output::check_outputs(&[a.input.as_path()], &outputs)?;
     let pb = progress_bar();
     let report = checkpoint::gguf::export_gguf(&a.input, &a.output, ty, Some(&pb))?;
     pb.finish_and_clear();
     emit(&report.table());
     if let Some(path) = a.report {
-        let json =
-            serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;
-        write_text(&path, &json)?;
+        output::write_text(&path, &report.to_json()?)?;
     }
-    Ok(())
-}
-
-/// Writes a text file atomically (temporary file, then rename).
-fn write_text(path: &std::path::Path, text: &str) -> Result<(), CliError> {
-    let io = |e: std::io::Error| CliError::Lib(wgquant::Error::io(path, e));
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
 }
 
@@ -407,11 +411,12 @@ fn dequantize(a: DequantizeArgs) -> Result<(), CliError> {
     let ctx = open_device(a.device)?;
     let backend = backend(&ctx);
     let n = checkpoint::dequantize_file(&backend, &a.input, &a.output)?;
-    eprintln!(
+    let line = format!(
         "wgquant: decoded {n} tensors into {} on {}",
         a.output.display(),
         checkpoint::quantize::device_label(&backend)
     );
+    eprintln!("{}", terminal_safe(&line));
     Ok(())
 }
 

@@ -15,7 +15,8 @@ use wgquant::format::{Encoding, QuantizedTensor};
 use wgquant::quant;
 
 use super::study_weq::quantize_with;
-use super::{CliError, DeviceChoice, backend, open_device, write_text};
+use super::{CliError, DeviceChoice, backend, open_device};
+use wgquant::checkpoint::output::write_text;
 
 #[derive(Debug, clap::Args)]
 pub struct PlotArgs {
@@ -219,7 +220,8 @@ pub fn run(args: PlotArgs) -> Result<(), CliError> {
     draw(&mut svg, &source, bits, (span, top, m), &counts, &marks)
         .map_err(|e| CliError::Other(format!("{}: drawing failed: {e}", a.output.display())))?;
     write_text(&a.output, &svg)?;
-    eprintln!("wgquant: wrote {}", a.output.display());
+    let line = format!("wgquant: wrote {}", a.output.display());
+    eprintln!("{}", super::terminal_safe(&line));
     Ok(())
 }
 

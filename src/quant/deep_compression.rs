@@ -102,8 +102,7 @@ pub fn quantize(
         ));
     }
     check_finite(name, data)?;
-    let threshold = prune::magnitude_threshold(data, cfg.sparsity)?;
-    let mask = prune::mask(backend, data, threshold)?;
+    let mask = prune::keep_mask(backend, data, cfg.sparsity)?;
     let clustering = kmeans::cluster(backend, data, Some(&mask), &cfg.kmeans())?;
     // Pruned elements get code 0, so the dense view is the same before and after storage.
     let mut codes = pack::unpack(&clustering.codes, data.len(), cfg.bits);

@@ -166,6 +166,25 @@ fn check(data: &[f32], mask: Option<&[u32]>, cfg: &KmeansConfig) -> Result<()> {
     Ok(())
 }
 
+/// Largest magnitude clustered unscaled: sums of up to 2^32 of them stay below f32::MAX.
+const UNSCALED_MAX: f32 = 1.8446744e19; // 2^64
+
+/// The power of two that brings `data`'s largest magnitude to at most 2^64, or 0 when it is
+/// there already.
+fn overflow_exponent(data: &[f32]) -> i32 {
+    let absmax = data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if absmax <= UNSCALED_MAX {
+        return 0;
+    }
+    // absmax ≤ 2^128, so 64 more halvings at most.
+    (absmax.log2().ceil() as i32 - 64).max(1)
+}
+
+/// `v·2^e`, exact while the result is a normal number.
+fn scale_pow2(v: f32, e: i32) -> f32 {
+    v * 2f32.powi(e)
+}
+
 /// Clusters `data` (its kept elements, under `mask`) into 2^bits centroids on `backend`.
 pub fn cluster(
     backend: &Backend<'_>,
@@ -174,6 +193,18 @@ pub fn cluster(
     cfg: &KmeansConfig,
 ) -> Result<Clustering> {
     check(data, mask, cfg)?;
+    // Huge weights are clustered scaled down by a power of two, exactly, so that neither the
+    // linear init's hi − lo nor the device's f32 cluster sums can overflow.
+    let exp = overflow_exponent(data);
+    if exp != 0 {
+        let scaled: Vec<f32> = data.iter().map(|&v| scale_pow2(v, -exp)).collect();
+        let mut c = cluster(backend, &scaled, mask, cfg)?;
+        // A mean rounded one ulp past f32::MAX's neighbourhood must not come back as Inf.
+        c.centroids
+            .iter_mut()
+            .for_each(|v| *v = scale_pow2(*v, exp).clamp(-f32::MAX, f32::MAX));
+        return Ok(c);
+    }
     let bits = cfg.bits;
     let mut centroids = initial_centroids(data, mask, bits, cfg.init, cfg.seed);
     let n = data.len();

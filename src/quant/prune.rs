@@ -2,9 +2,10 @@
 //! smallest-magnitude fraction S of a tensor's weights is dropped, recorded as a keep-mask
 //! (one bit per element, `format::pack` layout) beside the codes.
 //!
-//! The threshold t is the ⌊S·n⌉-th smallest |w| (found on the host by selection, O(n)), and an
-//! element is kept when `|w| > t`. Weights tied with t are all pruned, so the achieved
-//! sparsity is at least S and equals it when no magnitudes tie at t.
+//! The threshold t is the ⌊S·n⌉-th smallest |w| (found on the host by selection, O(n)), and the
+//! device keeps an element when `|w| > t`. Weights tied with t would all be pruned (a constant
+//! tensor would lose every weight), so [`keep_mask`] then gives back the tied weights past the
+//! quota, the last ones in flat order: exactly ⌊S·n⌉ weights are pruned, whatever the ties.
 
 use crate::affine::AffineSegment;
 use crate::cpu;
@@ -52,6 +53,29 @@ pub fn mask(backend: &Backend<'_>, data: &[f32], threshold: f32) -> Result<Vec<u
             Ok(out)
         }
     }
+}
+
+/// The keep-mask pruning exactly the ⌊S·n⌉ smallest |w| of `data` on `backend`; of the
+/// weights tied at the threshold, the first ones in flat order are pruned.
+pub fn keep_mask(backend: &Backend<'_>, data: &[f32], sparsity: f32) -> Result<Vec<u32>> {
+    let threshold = magnitude_threshold(data, sparsity)?;
+    let mut words = mask(backend, data, threshold)?;
+    let want = (f64::from(sparsity) * data.len() as f64).round() as usize;
+    let pruned = data.len() - kept(&words);
+    if pruned > want {
+        // Pruned beyond the quota are all tied at the threshold: keep the last of them.
+        let mut excess = pruned - want;
+        for (i, v) in data.iter().enumerate().rev() {
+            if excess == 0 {
+                break;
+            }
+            if v.abs() == threshold {
+                words[i / 32] |= 1 << (i % 32);
+                excess -= 1;
+            }
+        }
+    }
+    Ok(words)
 }
 
 /// Elements a keep-mask keeps.

@@ -282,6 +282,8 @@ pub fn solve(
             )
         }
     };
+    let mut levels = levels;
+    zero_empty_groups(data, group_len, cfg.bits, &mut levels);
     let tensor = QuantizedTensor {
         shape: shape.to_vec(),
         bits: cfg.bits,
@@ -299,6 +301,19 @@ pub fn solve(
         entropy,
         sweeps,
     })
+}
+
+/// Sets every level of an all-zero group to 0: the sweep's levels are forced positive and
+/// strictly increasing (±f32::MIN_POSITIVE and up), which would decode its zeros as ±1e-38.
+fn zero_empty_groups(data: &[f32], group_len: usize, bits: u32, levels: &mut [f32]) {
+    let per = 1usize << bits;
+    for (g, chunk) in data.chunks(group_len.max(1)).enumerate() {
+        if chunk.iter().all(|&v| v == 0.0)
+            && let Some(l) = levels.get_mut(g * per..(g + 1) * per)
+        {
+            l.fill(0.0);
+        }
+    }
 }
 
 /// [`solve`], keeping only the tensor.
