@@ -49,9 +49,12 @@ struct AffineParams {
 }
 
 // A usable scale: s when it is a positive normal number, else 1 (an all-zero range); at most
-// f32::MAX·2^-bits, so that (q − z)·s stays finite for every pair of codes of the scheme.
-fn positive_scale(s: f32, bits: u32) -> f32 {
-    if (s >= 1.17549435e-38 && s <= 3.40282347e38) { return min(s, ldexp(3.40282347e38, -i32(bits))); }
+// f32::MAX / 2^ceil(log2 reach), so that (q − z)·s stays finite for every code pair, reach being
+// the largest |q − z| of the scheme. Mirrors `positive_scale` in src/affine.rs.
+fn positive_scale(s: f32, reach: u32) -> f32 {
+    // ceil(log2 reach): firstLeadingBit(0) is all ones, so reach 1 gives 0.
+    let e = firstLeadingBit(max(reach, 1u) - 1u) + 1u;
+    if (s >= 1.17549435e-38 && s <= 3.40282347e38) { return min(s, ldexp(3.40282347e38, -i32(e))); }
     return 1.0;
 }
 
@@ -60,16 +63,15 @@ fn positive_scale(s: f32, bits: u32) -> f32 {
 // s = (hi − lo)/(qmax − qmin), z = clamp(round(qmin − lo/s), qmin, qmax).
 fn affine_from_range(lo: f32, hi: f32, qmin: i32, qmax: i32, symmetric: bool) -> AffineParams {
     let levels = f32(qmax - qmin);
-    let bits = firstLeadingBit(u32(qmax - qmin)) + 1u;
     if (symmetric) {
         let a = max(abs(lo), abs(hi));
-        return AffineParams(positive_scale(a / (levels * 0.5), bits), 0);
+        return AffineParams(positive_scale(a / (levels * 0.5), u32(-qmin)), 0);
     }
     let l = min(lo, 0.0);
     let h = max(hi, 0.0);
     // hi − lo overflows f32 past half its range: divide first there.
     let wide = h > 1.70141173e38 || l < -1.70141173e38;
-    let s = positive_scale(select((h - l) / levels, h / levels - l / levels, wide), bits);
+    let s = positive_scale(select((h - l) / levels, h / levels - l / levels, wide), u32(qmax - qmin));
     let z = clamp(round(f32(qmin) - l / s), f32(qmin), f32(qmax));
     return AffineParams(s, i32(z));
 }

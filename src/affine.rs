@@ -171,10 +171,10 @@ impl AffineScheme {
 #[inline]
 pub fn affine_from_range(lo: f32, hi: f32, qmin: i32, qmax: i32, symmetric: bool) -> (f32, i32) {
     let levels = (qmax - qmin) as f32;
-    let bits = 32 - ((qmax - qmin) as u32).leading_zeros();
     if symmetric {
         let a = lo.abs().max(hi.abs());
-        (positive_scale(a / (levels * 0.5), bits), 0)
+        // Symmetric codes reach |q| = −qmin.
+        (positive_scale(a / (levels * 0.5), (-qmin) as u32), 0)
     } else {
         let lo = lo.min(0.0);
         let hi = hi.max(0.0);
@@ -185,19 +185,21 @@ pub fn affine_from_range(lo: f32, hi: f32, qmin: i32, qmax: i32, symmetric: bool
         } else {
             (hi - lo) / levels
         };
-        let s = positive_scale(s, bits);
+        // Asymmetric codes reach |q − z| = qmax − qmin.
+        let s = positive_scale(s, (qmax - qmin) as u32);
         let z = (qmin as f32 - lo / s).round_ties_even();
         (s, z.clamp(qmin as f32, qmax as f32) as i32)
     }
 }
 
 /// A usable scale: `s` when it is a positive normal number, else 1 (an all-zero range); at
-/// most `f32::MAX·2^-bits`, so that `(q − z)·s` stays finite for every pair of codes of a
-/// `bits`-bit scheme (it binds only for ranges beyond ~1e37).
+/// most `f32::MAX / 2^⌈log2 reach⌉`, so that `(q − z)·s` stays finite for every code pair,
+/// `reach` being the largest `|q − z|` the scheme allows. It binds only for ranges past ~1e37,
+/// where the decoded extremes then fall short of the range (finite, never Inf).
 #[inline]
-fn positive_scale(s: f32, bits: u32) -> f32 {
+fn positive_scale(s: f32, reach: u32) -> f32 {
     if s >= f32::MIN_POSITIVE && s.is_finite() {
-        s.min(f32::MAX / (1u64 << bits) as f32)
+        s.min(f32::MAX / reach.max(1).next_power_of_two() as f32)
     } else {
         1.0
     }

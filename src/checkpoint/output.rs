@@ -78,7 +78,10 @@ fn resolved(p: &Path) -> Result<PathBuf> {
     };
     let dir = std::fs::canonicalize(dir).map_err(|e| Error::Format {
         path: p.into(),
-        msg: format!("its directory cannot be used ({})", plain(e)),
+        msg: match e.kind() {
+            std::io::ErrorKind::NotFound => "its directory does not exist".into(),
+            _ => format!("its directory cannot be used ({})", plain(e)),
+        },
     })?;
     Ok(dir.join(name))
 }
