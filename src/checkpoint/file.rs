@@ -319,7 +319,6 @@ pub fn write_atomic(
     tensors: &[(String, OutTensor<'_>)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    super::output::check_outputs(&[], &[path])?;
     let tmp = super::output::TempOutput::create(path)?;
     let items = tensors.iter().map(|(n, t)| (n.as_str(), t));
     safetensors::serialize_to_file(items, Some(metadata), tmp.temp_path()?).map_err(

@@ -154,6 +154,9 @@ impl TempOutput {
     /// Creates the temporary file for `target` in `target`'s directory, with the mode of the
     /// file it will replace or, for a new file, 0666 less the umask (what `open(2)` gives).
     pub fn create(target: &Path) -> Result<Self> {
+        // Every writer comes through here: the path checks hold even for a caller that
+        // skipped [`check_outputs`].
+        check_outputs(&[], &[target])?;
         let io = |e: std::io::Error| Error::io(target, plain(e));
         let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

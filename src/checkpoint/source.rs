@@ -61,6 +61,9 @@ struct Index {
     weight_map: BTreeMap<String, String>,
 }
 
+/// Largest shard index read (a 100k-tensor model's index is about 10 MB).
+const MAX_INDEX_BYTES: u64 = 256 << 20;
+
 impl Source {
     /// Opens a `.safetensors` file, or every shard named by a `.index.json`.
     pub fn open(path: &Path) -> Result<Self> {
@@ -85,6 +88,13 @@ impl Source {
             msg,
         };
         super::output::check_input(path)?;
+        // An index is a name map; one larger than this is no index, and is not read whole.
+        let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        if len > MAX_INDEX_BYTES {
+            return Err(bad(format!(
+                "{len} bytes is too large for a shard index (at most {MAX_INDEX_BYTES})"
+            )));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let index: Index = serde_json::from_str(&text)
             .map_err(|e| bad(format!("not a safetensors index: {e}")))?;
