@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use safetensors::Dtype;
 
 use super::file::{Checkpoint, TensorEntry, check_distinct, from_f32, to_f32};
-use super::quantize::user_metadata;
+use super::quantize::{DEFAULT_BLOCK_BYTES, user_metadata};
 use super::source::{Source, SourceTensor};
 use super::writer::{StreamWriter, header_reserve};
 use crate::error::{Error, Result};
@@ -22,14 +22,12 @@ use crate::format::disk::{self, TensorRecord};
 use crate::format::window::{self, StoredTensor};
 use crate::quant::{self, Backend};
 
-/// f32 bytes per decoded window by default.
-pub const DEFAULT_BLOCK_BYTES: usize = 64 << 20;
-
 /// How a file is decoded.
 #[derive(Clone, Debug, Default)]
 pub struct DequantizeOptions {
-    /// f32 bytes per decoded window (0 for the default); on a GPU also at most the device's
-    /// storage binding and buffer size. Plain tensors are copied in blocks of this many bytes.
+    /// f32 bytes per decoded window (0 for quantize's default, [`DEFAULT_BLOCK_BYTES`]); on a
+    /// GPU also at most the device's storage binding and buffer size. Plain tensors are copied
+    /// in blocks of this many bytes.
     pub block_bytes: usize,
 }
 

@@ -95,10 +95,13 @@ pub struct StoredTensor<'a> {
     params: Params<'a>,
 }
 
-fn f32s(b: &[u8]) -> Vec<f32> {
+fn f32s_iter(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    f32s_iter(b).collect()
 }
 
 fn i32s(b: &[u8]) -> Vec<i32> {
@@ -115,10 +118,16 @@ pub fn check<'a>(
     get: impl Fn(&str) -> Option<StoredPart<'a>>,
 ) -> Result<()> {
     if rec.index_bits.is_some() {
-        check_sparse(name, rec, &get)
-    } else {
-        StoredTensor::open_dense(name, rec, &get).map(|_| ())
+        return check_sparse(name, rec, &get);
     }
+    let st = StoredTensor::open_dense(name, rec, &get)?;
+    // Scales are 1/group_len of the tensor: one pass over them is still cheap.
+    if let Params::Affine { scale, .. } = &st.params
+        && let Some(s) = f32s_iter(scale).find(|s| !(s.is_finite() && *s > 0.0))
+    {
+        return Err(bad(name, format!("scale {s} is not a positive number")));
+    }
+    Ok(())
 }
 
 fn bad(name: &str, msg: String) -> Error {
@@ -346,7 +355,7 @@ impl<'a> StoredTensor<'a> {
             ));
         }
         let n = r.len();
-        let (shape, granularity, groups) = if r.start % g == 0 && n % g == 0 {
+        let (shape, granularity, groups) = if r.start.is_multiple_of(g) && n.is_multiple_of(g) {
             (vec![n / g, g], self.granularity, r.start / g..r.end / g)
         } else if r.start / g == (r.end - 1) / g {
             // One group's part decodes through that group's parameters alone.
