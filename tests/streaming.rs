@@ -124,7 +124,9 @@ fn check_blocked_decode(backend: &Backend<'_>, label: &str, blocks: &[usize]) ->
         for &block in blocks {
             let got = dequantized(backend, &q, &dir.path().join("blocked.safetensors"), block);
             if got != whole {
-                failures.push(format!("{label} dequantize({name}, block_bytes {block}) differs"));
+                failures.push(format!(
+                    "{label} dequantize({name}, block_bytes {block}) differs"
+                ));
             }
         }
     }
@@ -154,7 +156,12 @@ fn blocked_decode_matches_the_whole_decode_on_the_gpu() {
     let opts = QuantizeOptions::with_defaults(args("int3", Some("asymmetric"), Some("group:12")));
     checkpoint::quantize_file(&Backend::Cpu, &model, &q, &opts, None).unwrap();
     let whole = dequantized(&Backend::Gpu(ctx), &q, &dir.path().join("w.safetensors"), 0);
-    let capped = dequantized(&Backend::Gpu(&small), &q, &dir.path().join("c.safetensors"), 0);
+    let capped = dequantized(
+        &Backend::Gpu(&small),
+        &q,
+        &dir.path().join("c.safetensors"),
+        0,
+    );
     if whole != capped {
         failures.push("gpu dequantize under a 1 KiB binding differs".into());
     }
@@ -187,7 +194,11 @@ fn check_wide(backend: &Backend<'_>, label: &str) {
         let (_, plan) = plan_file(&model, &opts).unwrap();
         let item = &plan.items[0];
         let blocks: Vec<_> = item.blocks().collect();
-        assert!(blocks.len() > 2 * n / 256, "{what}: {} blocks", blocks.len());
+        assert!(
+            blocks.len() > 2 * n / 256,
+            "{what}: {} blocks",
+            blocks.len()
+        );
         assert!(blocks.iter().all(|b| b.len() <= 256), "{what}: {blocks:?}");
         let split = dir.path().join("split.safetensors");
         checkpoint::quantize_file(backend, &model, &split, &opts, None).unwrap();
@@ -239,12 +250,7 @@ fn a_corrupt_part_is_reported_by_inspect_and_dequantize() {
         })
         .collect();
     let bad = dir.path().join("bad.safetensors");
-    write_atomic(
-        &bad,
-        &tensors,
-        meta.metadata().clone().unwrap_or_default(),
-    )
-    .unwrap();
+    write_atomic(&bad, &tensors, meta.metadata().clone().unwrap_or_default()).unwrap();
     let err = checkpoint::inspect_file(&bad).unwrap_err().to_string();
     assert!(err.contains("a.weight.wq_scale"), "{err}");
     let out = dir.path().join("out.safetensors");
