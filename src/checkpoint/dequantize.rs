@@ -87,6 +87,13 @@ pub fn checked_records(source: &Source) -> Result<BTreeMap<String, TensorRecord>
             }
         } else {
             window::check(name, record, |n| source.part(n)).map_err(|e| bad(e.to_string()))?;
+            // The check read the scales: their pages are not needed again soon.
+            for suffix in disk::PART_SUFFIXES {
+                let part = format!("{name}{suffix}");
+                if let Some(t) = source.tensors().iter().find(|t| t.name == part) {
+                    source.shard(t).release(source.data(t));
+                }
+            }
         }
     }
     Ok(records)
