@@ -1,11 +1,12 @@
 //! Describing a checkpoint: every logical tensor with its shape, scheme, bits per weight and
-//! stored size, whether plain or quantized by wgquant.
+//! stored size, whether plain or quantized by wgquant. Reads records and part sizes only (each
+//! record checked against its parts, nothing decoded), so memory stays small for any file.
 
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::dequantize::load_quantized;
+use super::dequantize::checked_records;
 use super::source::Source;
 use crate::error::Result;
 use crate::format::disk;
@@ -41,24 +42,23 @@ pub struct Summary {
 /// Describes the file (or sharded checkpoint) at `path`.
 pub fn inspect_file(path: &Path) -> Result<Summary> {
     let source = Source::open(path)?;
-    let loaded = load_quantized(&source)?;
+    let records = checked_records(&source)?;
     let mut out = Vec::new();
     let mut listed = std::collections::HashSet::new();
     for t in source.tensors() {
         let owner = disk::split_part(&t.name)
-            .and_then(|(base, suffix)| loaded.iter().find(|l| l.name == base).map(|l| (l, suffix)))
-            .or_else(|| loaded.iter().find(|l| l.name == t.name).map(|l| (l, "")));
-        if let Some((l, _)) = owner {
-            let rec = &l.record;
+            .and_then(|(base, _)| records.get_key_value(base))
+            .or_else(|| records.get_key_value(t.name.as_str()));
+        if let Some((name, rec)) = owner {
             // A quantized tensor is listed once, at its first part (a cast, at itself).
-            if listed.insert(l.name.clone()) {
+            if listed.insert(name.clone()) {
                 let mode = rec
                     .mode
                     .map(|m| format!(" {m:?}").to_lowercase())
                     .unwrap_or_default();
                 let numel: usize = rec.shape.iter().product();
                 out.push(TensorSummary {
-                    name: l.name.clone(),
+                    name: name.clone(),
                     shape: rec.shape.clone(),
                     dtype: rec.dtype.clone(),
                     scheme: format!(

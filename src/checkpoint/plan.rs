@@ -46,8 +46,10 @@ pub struct PlanItem {
     pub rule: Option<usize>,
     /// The output tensors it becomes, in writing order.
     pub outputs: Vec<PartSpec>,
-    /// Rows (slices along axis 0) per streamed block; all rows when it cannot be split.
-    pub block_rows: usize,
+    /// Elements per streamed block: whole rows (slices along axis 0) while a row fits the
+    /// block, else, for per-group methods, a run of whole groups cut across rows (see
+    /// [`PlanItem::block_shape`]); the whole tensor when it cannot be split.
+    pub block_elems: usize,
 }
 
 impl PlanItem {
@@ -66,10 +68,25 @@ impl PlanItem {
         self.tensor.numel() / self.rows().max(1)
     }
 
-    /// The row blocks it is processed in.
+    /// The blocks it is processed in, as element ranges of the flattened tensor.
     pub fn blocks(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-        let (rows, step) = (self.rows(), self.block_rows.max(1));
-        (0..rows.div_ceil(step).max(1)).map(move |b| b * step..((b + 1) * step).min(rows))
+        let (n, step) = (self.tensor.numel(), self.block_elems.max(1));
+        (0..n.div_ceil(step).max(1)).map(move |b| b * step..((b + 1) * step).min(n))
+    }
+
+    /// The shape block `elems` is quantized as: the tensor's own with fewer rows when it is
+    /// whole rows, else `[1, len]`, whose groups along the last axis are the same runs of
+    /// consecutive elements as in the whole tensor (per-group methods only are cut so).
+    pub fn block_shape(&self, elems: &std::ops::Range<usize>) -> Vec<usize> {
+        let row = self.row_len().max(1);
+        if !(elems.start.is_multiple_of(row) && elems.len().is_multiple_of(row)) {
+            return vec![1, elems.len()];
+        }
+        let mut shape = self.tensor.shape.clone();
+        if let Some(r) = shape.first_mut() {
+            *r = elems.len() / row;
+        }
+        shape
     }
 }
 
@@ -107,6 +124,27 @@ fn block_rows(rows: usize, row_len: usize, bits: u32, block_bytes: usize) -> usi
     let unit = 32 / gcd(row_len * bits as usize % 32, 32).max(1);
     let fit = (block_bytes / 4 / row_len.max(1)).max(1);
     (fit / unit * unit).max(unit).min(rows.max(1))
+}
+
+/// Elements per block of a tensor of `rows` × `row_len` with `bits`-bit codes: whole rows
+/// ([`block_rows`]) while one row fits `block_bytes` of f32 or no `group` is given; else the
+/// most groups of `group` elements that fit, a multiple of the groups after which codes end
+/// on a word boundary, so blocks' codes concatenate into the whole tensor's.
+fn block_elems(
+    rows: usize,
+    row_len: usize,
+    bits: u32,
+    block_bytes: usize,
+    group: Option<usize>,
+) -> usize {
+    let numel = rows * row_len;
+    match group {
+        Some(g) if row_len.max(1) > block_bytes / 4 && g > 0 => {
+            let unit = g * (32 / gcd(g * bits as usize % 32, 32).max(1));
+            (block_bytes / 4 / unit * unit).max(unit).min(numel.max(1))
+        }
+        _ => block_rows(rows, row_len, bits, block_bytes) * row_len.max(1),
+    }
 }
 
 /// What happens to `t` and which rule said so.
@@ -190,18 +228,20 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
             shape: t.shape.clone(),
             sized: true,
         };
+        let rows = t.shape.first().copied().unwrap_or(1);
+        let row_len = t.numel() / rows.max(1);
         let (outputs, block) = match &action {
-            Action::Keep(_) => (vec![whole], t.shape.first().copied().unwrap_or(1)),
+            Action::Keep(_) => (vec![whole], t.numel()),
             Action::Half(h) => {
                 let dtype = if *h == Half::F16 {
                     Dtype::F16
                 } else {
                     Dtype::BF16
                 };
-                let rows = t.shape.first().copied().unwrap_or(1);
+                // Casting is per element: any cut is valid.
                 (
                     vec![PartSpec { dtype, ..whole }],
-                    block_rows(rows, t.numel() / rows.max(1), 32, opts.block_bytes),
+                    block_elems(rows, row_len, 32, opts.block_bytes, Some(1)),
                 )
             }
             Action::Quantize(m) => {
@@ -212,11 +252,21 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
                         format!("output part '{}' clashes with an input tensor", p.name),
                     ));
                 }
-                let rows = t.shape.first().copied().unwrap_or(1);
-                let block = if m.row_separable() && t.shape.len() >= 2 {
-                    block_rows(rows, t.numel() / rows.max(1), m.bits(), opts.block_bytes)
+                // Per-group methods may cut inside rows (groups are consecutive runs, and a
+                // flat run of whole groups is a tensor of its own); per-channel ones need a
+                // whole row for its statistics, per-tensor and sparse ones the whole tensor.
+                let group = match m.granularity() {
+                    crate::format::Granularity::Group(g) if m.row_separable() => Some(g),
+                    _ => None,
+                };
+                let block = if m.row_separable() && (t.shape.len() >= 2 || group.is_some()) {
+                    if t.shape.len() >= 2 {
+                        block_elems(rows, row_len, m.bits(), opts.block_bytes, group)
+                    } else {
+                        block_elems(1, t.numel(), m.bits(), opts.block_bytes, group)
+                    }
                 } else {
-                    rows
+                    t.numel()
                 };
                 (parts, block)
             }
@@ -226,7 +276,7 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
             action,
             rule,
             outputs,
-            block_rows: block,
+            block_elems: block,
         });
     }
     // Widest dtypes first keeps every tensor aligned to its element (safetensors' own order).

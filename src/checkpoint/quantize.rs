@@ -155,7 +155,8 @@ enum Block<'a> {
 
 struct ReadBlock<'a> {
     item: usize,
-    rows: std::ops::Range<usize>,
+    /// Its elements in the flattened tensor.
+    elems: std::ops::Range<usize>,
     block: Block<'a>,
 }
 
@@ -171,7 +172,7 @@ enum Out<'a> {
 
 struct WriteBlock<'a> {
     item: usize,
-    rows: std::ops::Range<usize>,
+    elems: std::ops::Range<usize>,
     out: Out<'a>,
 }
 
@@ -213,13 +214,12 @@ fn read_all<'a>(source: &'a Source, plan: &'a Plan, tx: SyncSender<Result<ReadBl
     for (i, item) in plan.items.iter().enumerate() {
         let data = source.data(&item.tensor);
         let elem = item.tensor.dtype.bitsize() / 8;
-        let row_bytes = item.row_len() * elem;
-        for rows in item.blocks() {
-            let bytes = &data
-                [(rows.start * row_bytes).min(data.len())..(rows.end * row_bytes).min(data.len())];
+        for elems in item.blocks() {
+            let bytes =
+                &data[(elems.start * elem).min(data.len())..(elems.end * elem).min(data.len())];
             let block = match item.action {
                 Action::Keep(_) => Ok(Block::Raw(bytes)),
-                _ => to_values(source, item, bytes, rows.start * item.row_len()).map(Block::Values),
+                _ => to_values(source, item, bytes, elems.start).map(Block::Values),
             };
             if !matches!(item.action, Action::Keep(_)) {
                 // Converted: the mapped pages are no longer needed.
@@ -229,7 +229,7 @@ fn read_all<'a>(source: &'a Source, plan: &'a Plan, tx: SyncSender<Result<ReadBl
             if tx
                 .send(block.map(|block| ReadBlock {
                     item: i,
-                    rows,
+                    elems,
                     block,
                 }))
                 .is_err()
@@ -280,7 +280,7 @@ fn compute_all<'a>(
     tx: SyncSender<WriteBlock<'a>>,
 ) -> Result<()> {
     for read in rx {
-        let ReadBlock { item, rows, block } = read?;
+        let ReadBlock { item, elems, block } = read?;
         let it = &plan.items[item];
         let out = match (&it.action, block) {
             (_, Block::Raw(bytes)) => Out::Raw(bytes),
@@ -298,7 +298,7 @@ fn compute_all<'a>(
                             "value {} at element {} is outside {dtype:?}'s range (±{}); store it \
                              as bf16 or leave it unquantized",
                             v[i],
-                            rows.start * it.row_len() + i,
+                            elems.start + i,
                             half_max(dtype).unwrap_or(f32::MAX)
                         ),
                     ));
@@ -306,10 +306,7 @@ fn compute_all<'a>(
                 Out::Bytes(from_f32(&v, dtype)?)
             }
             (Action::Quantize(m), Block::Values(v)) => {
-                let mut shape = it.tensor.shape.clone();
-                if let Some(r) = shape.first_mut() {
-                    *r = rows.len();
-                }
+                let shape = it.block_shape(&elems);
                 let qt = m
                     .quantize(backend, &it.tensor.name, &v, &shape)
                     .map_err(|e| source.tensor_error(&it.tensor, e.to_string()))?;
@@ -319,8 +316,7 @@ fn compute_all<'a>(
                 return Err(Error::param("pipeline", "kept tensor was converted"));
             }
         };
-        if tx.send(WriteBlock { item, rows, out }).is_err()
-        {
+        if tx.send(WriteBlock { item, elems, out }).is_err() {
             // The writer stopped; its error is reported.
             return Ok(());
         }
@@ -402,7 +398,7 @@ fn write_item<'a>(
                 g.err.add(&block_error(&qt, &values)?);
             }
         }
-        tick(progress, item, &b.rows);
+        tick(progress, item, &b.elems);
     }
     w.end()?;
     for (p, data) in item.outputs[1..].iter().zip(&rest) {
@@ -455,7 +451,7 @@ fn write_unsized<'a>(
         seconds: 0.0,
         bytes: specs.iter().map(|p| p.bytes() as u64).sum(),
     };
-    tick(progress, item, &b.rows);
+    tick(progress, item, &b.elems);
     Ok((g, specs))
 }
 
@@ -501,10 +497,14 @@ fn block_error(qt: &QuantizedTensor, values: &[f32]) -> Result<ErrorStats> {
     Ok(ErrorStats { signal, noise })
 }
 
-fn tick(progress: Option<&indicatif::ProgressBar>, item: &PlanItem, rows: &std::ops::Range<usize>) {
+fn tick(
+    progress: Option<&indicatif::ProgressBar>,
+    item: &PlanItem,
+    elems: &std::ops::Range<usize>,
+) {
     if let Some(pb) = progress {
         let elem = item.tensor.dtype.bitsize() / 8;
-        pb.inc((rows.len() * item.row_len() * elem) as u64);
+        pb.inc((elems.len() * elem) as u64);
     }
 }
 

@@ -8,5 +8,6 @@ pub mod pack;
 pub mod quantized;
 pub mod sparse;
 pub mod weight;
+pub mod window;
 
 pub use quantized::{Encoding, Granularity, QuantizedTensor};
