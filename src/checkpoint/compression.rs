@@ -6,7 +6,6 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::dequantize::load_quantized;
 use super::source::Source;
 use crate::error::Result;
 use crate::quant::deep_compression::StageSizes;
@@ -42,16 +41,19 @@ pub fn compression_report(path: &Path) -> Result<CompressionReport> {
     let source = Source::open(path)?;
     let mut layers = Vec::new();
     let mut total = StageSizes::default();
-    for loaded in load_quantized(&source)? {
-        let (name, rec) = (loaded.name, loaded.record);
-        let (Some(index_bits), Some(qt)) = (rec.index_bits, loaded.quantized) else {
+    // One sparse tensor rebuilt at a time: the others' codes are never loaded.
+    for (name, rec) in source.records()? {
+        let Some(index_bits) = rec.index_bits else {
             continue;
         };
-        let sizes = StageSizes::of(&qt, index_bits).map_err(|e| crate::error::Error::Tensor {
+        let tensor_error = |msg: String| crate::error::Error::Tensor {
             path: path.into(),
             tensor: name.clone(),
-            msg: e.to_string(),
-        })?;
+            msg,
+        };
+        let qt = crate::format::disk::from_parts(&name, &rec, |n| source.part(n))
+            .map_err(|e| tensor_error(e.to_string()))?;
+        let sizes = StageSizes::of(&qt, index_bits).map_err(|e| tensor_error(e.to_string()))?;
         total.add(&sizes);
         layers.push(LayerStages {
             name,
