@@ -43,8 +43,14 @@ fn wgquant(args: &[&str]) -> Output {
 /// The library error must be one line naming `tensor` (and `detail`).
 fn check_message(what: &str, msg: &str, tensor: &str, detail: &str) {
     assert_eq!(msg.lines().count(), 1, "{what}: not one line: {msg}");
-    assert!(msg.contains(&format!("'{tensor}'")), "{what}: does not name '{tensor}': {msg}");
-    assert!(msg.contains(detail), "{what}: does not say '{detail}': {msg}");
+    assert!(
+        msg.contains(&format!("'{tensor}'")),
+        "{what}: does not name '{tensor}': {msg}"
+    );
+    assert!(
+        msg.contains(detail),
+        "{what}: does not say '{detail}': {msg}"
+    );
 }
 
 /// The binary must fail cleanly: exit status 1 (not 101 for a panic, 134 for an abort, nor a
@@ -52,7 +58,12 @@ fn check_message(what: &str, msg: &str, tensor: &str, detail: &str) {
 fn check_cli(args: &[&str], tensor: &str, detail: &str, out: Option<&Path>) {
     let o = wgquant(args);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{args:?}: status {:?}, stderr: {err}", o.status);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{args:?}: status {:?}, stderr: {err}",
+        o.status
+    );
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{args:?}: stderr is not one line: {err}");
     check_message(&format!("{args:?}"), lines[0], tensor, detail);
@@ -73,7 +84,12 @@ fn check_refused(path: &Path, tensor: &str, detail: &str) {
         Err(e) => check_message("inspect_file", &e.to_string(), tensor, detail),
     }
     check_cli(&["inspect", p], tensor, detail, None);
-    check_cli(&["dequantize", p, "-o", o, "--device", "cpu"], tensor, detail, Some(&out));
+    check_cli(
+        &["dequantize", p, "-o", o, "--device", "cpu"],
+        tensor,
+        detail,
+        Some(&out),
+    );
     match dequantize_file(&Backend::Cpu, path, &out) {
         Ok(n) => panic!("dequantize_file accepted {p} ({n} tensors)"),
         Err(e) => check_message("dequantize_file", &e.to_string(), tensor, detail),
@@ -101,13 +117,28 @@ fn valid_samples_still_read() {
         let path = dir.path().join(format!("{}.safetensors", s.name));
         write_edited(&path, &s, |_, _| {});
         let summary = inspect_file(&path).unwrap_or_else(|e| panic!("{}: {e}", s.name));
-        assert!(summary.tensors.iter().any(|t| t.name == s.name), "{summary:?}");
+        assert!(
+            summary.tensors.iter().any(|t| t.name == s.name),
+            "{summary:?}"
+        );
         let out = dir.path().join(format!("{}.out.safetensors", s.name));
         dequantize_file(&Backend::Cpu, &path, &out).unwrap_or_else(|e| panic!("{}: {e}", s.name));
         let p = path.to_str().expect("utf-8 path");
         let o = dir.path().join(format!("{}.cli.safetensors", s.name));
-        let r = wgquant(&["dequantize", p, "-o", o.to_str().expect("utf-8"), "--device", "cpu"]);
-        assert!(r.status.success(), "{}: {}", s.name, String::from_utf8_lossy(&r.stderr));
+        let r = wgquant(&[
+            "dequantize",
+            p,
+            "-o",
+            o.to_str().expect("utf-8"),
+            "--device",
+            "cpu",
+        ]);
+        assert!(
+            r.status.success(),
+            "{}: {}",
+            s.name,
+            String::from_utf8_lossy(&r.stderr)
+        );
     }
 }
 
@@ -135,13 +166,17 @@ fn huge_shape_is_refused_before_allocating() {
 /// the wrapped count (read as a valid tensor: exit 0 and an invalid file).
 #[test]
 fn wrapping_shape_is_refused() {
-    refused("affine.asym", "more elements than usize holds", |rec, parts| {
-        rec.shape = vec![(1usize << 63) + 1, 64, 256];
-        rec.granularity = Granularity::Tensor;
-        set_data(part(parts, disk::CODES), vec![0x11; 16384 * 4 / 8]);
-        set_data(part(parts, disk::SCALE), f32_le(&[0.01]));
-        set_data(part(parts, disk::ZERO), le_bytes(&[1i32], i32::to_le_bytes));
-    });
+    refused(
+        "affine.asym",
+        "more elements than usize holds",
+        |rec, parts| {
+            rec.shape = vec![(1usize << 63) + 1, 64, 256];
+            rec.granularity = Granularity::Tensor;
+            set_data(part(parts, disk::CODES), vec![0x11; 16384 * 4 / 8]);
+            set_data(part(parts, disk::SCALE), f32_le(&[0.01]));
+            set_data(part(parts, disk::ZERO), le_bytes(&[1i32], i32::to_le_bytes));
+        },
+    );
 }
 
 /// Item 4: a sparse (Deep Compression) record of a few hundred stored bytes claiming
@@ -210,7 +245,10 @@ fn levels_not_finite_or_past_the_dtype_are_refused() {
     ] {
         // The sample's dtype is F16, whose largest value is 65504.
         refused("codebook", detail, |_, parts| {
-            set_data(part(parts, disk::LEVELS), f32_le(&[-0.5, -0.25, level, 0.25]));
+            set_data(
+                part(parts, disk::LEVELS),
+                f32_le(&[-0.5, -0.25, level, 0.25]),
+            );
         });
     }
 }

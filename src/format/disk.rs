@@ -440,17 +440,23 @@ pub fn records(
         if rec.version > FORMAT_VERSION {
             return Err(format!(
                 "written by {} (format {}), newer than this build (format {FORMAT_VERSION})",
-                rec.tool, rec.version
+                rec.tool.escape_debug(),
+                rec.version
             ));
         }
     }
     for (key, value) in meta {
         if let Some(name) = key.strip_prefix(TENSOR_KEY_PREFIX) {
-            let rec: TensorRecord = serde_json::from_str(value)
-                .map_err(|e| format!("metadata '{key}' is not a wgquant tensor record: {e}"))?;
+            let rec: TensorRecord = serde_json::from_str(value).map_err(|e| {
+                format!(
+                    "metadata {} is not a wgquant tensor record: {e}",
+                    quoted(key)
+                )
+            })?;
             if rec.version > FORMAT_VERSION {
                 return Err(format!(
-                    "metadata '{key}' has format version {}",
+                    "metadata {} has format version {}",
+                    quoted(key),
                     rec.version
                 ));
             }
@@ -489,9 +495,14 @@ fn dtype_max(dtype: &str) -> Option<f64> {
     }
 }
 
+/// `'name'` with control characters escaped, so that a message naming it stays one line.
+pub fn quoted(name: &str) -> String {
+    format!("'{}'", name.escape_debug())
+}
+
 /// An error about the record of tensor `name`.
 fn record_error(name: &str, msg: impl std::fmt::Display) -> Error {
-    Error::param("wgquant record", format!("tensor '{name}': {msg}"))
+    Error::param("wgquant record", format!("tensor {}: {msg}", quoted(name)))
 }
 
 /// The part tensors of quantized tensor `name`, each checked before its bytes are used.
@@ -504,12 +515,20 @@ impl<'a, G: Fn(&str) -> Option<StoredPart<'a>>> Parts<'_, G> {
     /// Part `suffix`, which must exist and be of `dtype`.
     fn fetch(&self, suffix: &str, dtype: Dtype) -> Result<&'a [u8]> {
         let name = self.name;
-        let p = (self.get)(&format!("{name}{suffix}"))
-            .ok_or_else(|| record_error(name, format!("part '{name}{suffix}' is missing")))?;
+        let p = (self.get)(&format!("{name}{suffix}")).ok_or_else(|| {
+            record_error(
+                name,
+                format!("part {} is missing", quoted(&format!("{name}{suffix}"))),
+            )
+        })?;
         if p.dtype != dtype {
             return Err(record_error(
                 name,
-                format!("part '{name}{suffix}' is {:?}, expected {dtype:?}", p.dtype),
+                format!(
+                    "part {} is {:?}, expected {dtype:?}",
+                    quoted(&format!("{name}{suffix}")),
+                    p.dtype
+                ),
             ));
         }
         Ok(p.data)
@@ -522,8 +541,8 @@ impl<'a, G: Fn(&str) -> Option<StoredPart<'a>>> Parts<'_, G> {
             return Err(record_error(
                 self.name,
                 format!(
-                    "part '{}{suffix}' holds {} bytes, expected {count} {dtype:?} values",
-                    self.name,
+                    "part {} holds {} bytes, expected {count} {dtype:?} values",
+                    quoted(&format!("{}{suffix}", self.name)),
                     data.len()
                 ),
             ));
@@ -565,8 +584,12 @@ fn checked_record(name: &str, rec: &TensorRecord) -> Result<(usize, f64)> {
             format!("{} bits outside 1..={MAX_BITS}", rec.bits),
         ));
     }
-    let max = dtype_max(&rec.dtype)
-        .ok_or_else(|| record_error(name, format!("unsupported original dtype '{}'", rec.dtype)))?;
+    let max = dtype_max(&rec.dtype).ok_or_else(|| {
+        record_error(
+            name,
+            format!("unsupported original dtype {}", quoted(&rec.dtype)),
+        )
+    })?;
     Ok((numel, max))
 }
 
@@ -595,14 +618,16 @@ pub fn sparse_stream_from_parts<'a>(
     let parts = Parts { name, get };
     let stream = |suffix: &str, alphabet: u64| -> Result<Vec<u32>> {
         let s = HuffmanStream::from_bytes(unpadded(parts.fetch(suffix, Dtype::U32)?))
-            .map_err(|e| bad(format!("part '{name}{suffix}': {e}")))?;
+            .map_err(|e| bad(format!("part {}: {e}", quoted(&format!("{name}{suffix}")))))?;
         if u64::from(s.alphabet) != alphabet {
             return Err(bad(format!(
-                "part '{name}{suffix}' codes {} symbols, expected {alphabet}",
+                "part {} codes {} symbols, expected {alphabet}",
+                quoted(&format!("{name}{suffix}")),
                 s.alphabet
             )));
         }
-        huffman::decode(&s).map_err(|e| bad(format!("part '{name}{suffix}': {e}")))
+        huffman::decode(&s)
+            .map_err(|e| bad(format!("part {}: {e}", quoted(&format!("{name}{suffix}")))))
     };
     Ok(SparseStream {
         len: numel as u64,
@@ -657,7 +682,7 @@ pub fn from_parts<'a>(
                 thresholds: None,
             }
         }
-        other => return Err(bad(format!("unknown encoding '{other}'"))),
+        other => return Err(bad(format!("unknown encoding {}", quoted(other)))),
     };
     let (codes, mask) = match rec.index_bits {
         None => {

@@ -292,7 +292,7 @@ impl QuantizedTensor {
                         return Err(Error::param(
                             op,
                             format!(
-                                "group {g} (scale {s}, zero point {z}) decodes to {largest:e}, \
+                                "group {g} (scale {s:e}, zero point {z}) decodes to {largest:e}, \
                                  beyond the dtype's largest value {max:e}"
                             ),
                         ));

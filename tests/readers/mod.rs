@@ -189,7 +189,11 @@ pub fn write_parts(
 pub fn write_edited(path: &Path, s: &Sample, edit: impl FnOnce(&mut TensorRecord, &mut Vec<Part>)) {
     let (mut rec, mut parts) = stored(s);
     edit(&mut rec, &mut parts);
-    write_parts(path, &[(s.name.to_string(), rec, parts)], &[plain("bias", &[0.5; 3])]);
+    write_parts(
+        path,
+        &[(s.name.to_string(), rec, parts)],
+        &[plain("bias", &[0.5; 3])],
+    );
 }
 
 /// The part of `parts` with suffix `suffix`.
