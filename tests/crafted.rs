@@ -271,3 +271,51 @@ fn parts_of_the_wrong_size_are_refused() {
         part(parts, disk::MASK).dtype = safetensors::Dtype::I32;
     });
 }
+
+/// A half-precision cast whose record lies about its shape or dtype (`disk::check_cast`, for
+/// the dequantizer to call before writing the record's shape over the stored data).
+#[test]
+fn lying_cast_records_are_refused() {
+    let data = [0u8; 24];
+    let stored = |dtype, shape: &[usize]| disk::StoredPart {
+        dtype,
+        shape: shape.to_vec(),
+        data: &data,
+    };
+    let rec = |shape: Vec<usize>, dtype: &str| {
+        let mut r = readers::stored(&sample("codebook")).0;
+        r.encoding = "half".into();
+        r.shape = shape;
+        r.dtype = dtype.into();
+        r
+    };
+    use safetensors::Dtype::{F16, F32};
+    assert!(disk::check_cast("c", &rec(vec![3, 4], "F32"), &stored(F16, &[3, 4])).is_ok());
+    for (r, part, detail) in [
+        (
+            rec(vec![4, 3], "F32"),
+            stored(F16, &[3, 4]),
+            "is not the stored",
+        ),
+        (
+            rec(vec![(1 << 63) + 1, 64, 256], "F32"),
+            stored(F16, &[3, 4]),
+            "more elements",
+        ),
+        (
+            rec(vec![3, 4], "U8"),
+            stored(F16, &[3, 4]),
+            "unsupported original dtype",
+        ),
+        (
+            rec(vec![3, 4], "F32"),
+            stored(F32, &[3, 4]),
+            "stored as F32",
+        ),
+    ] {
+        let e = disk::check_cast("c", &r, &part)
+            .expect_err(detail)
+            .to_string();
+        check_message("check_cast", &e, "c", detail);
+    }
+}

@@ -737,6 +737,34 @@ pub fn from_parts<'a>(
     Ok(qt)
 }
 
+/// Checks the record of a half-precision cast `name` (encoding "half", stored under its own
+/// name as `part`) against the stored tensor: the same shape, a float dtype of 16 bits, and
+/// an original dtype that decoding can write.
+pub fn check_cast(name: &str, rec: &TensorRecord, part: &StoredPart<'_>) -> Result<()> {
+    let bad = |msg: String| record_error(name, msg);
+    checked_numel(&rec.shape).ok_or_else(|| {
+        bad(format!(
+            "shape {:?} has more elements than usize holds",
+            rec.shape
+        ))
+    })?;
+    dtype_max(&rec.dtype)
+        .ok_or_else(|| bad(format!("unsupported original dtype {}", quoted(&rec.dtype))))?;
+    if !matches!(part.dtype, Dtype::F16 | Dtype::BF16) {
+        return Err(bad(format!(
+            "a half-precision cast stored as {:?}",
+            part.dtype
+        )));
+    }
+    if rec.shape != part.shape {
+        return Err(bad(format!(
+            "the record's shape {:?} is not the stored {:?}",
+            rec.shape, part.shape
+        )));
+    }
+    Ok(())
+}
+
 /// The part suffixes.
 pub const PART_SUFFIXES: [&str; 7] = [CODES, SCALE, ZERO, LEVELS, MASK, SPARSE_CODES, SPARSE_GAPS];
 
