@@ -299,6 +299,10 @@ pub fn to_parts(
     storage: Storage,
 ) -> Result<(TensorRecord, Vec<Part>)> {
     qt.validate()?;
+    // What reading refuses is refused here, so no file is written that cannot be read back.
+    if let Some(max) = dtype_max(&format!("{dtype:?}")) {
+        qt.check_decoded_range(max)?;
+    }
     let layout = Layout {
         params: qt.part_layout(),
         storage,
