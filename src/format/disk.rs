@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::huffman::{self, HuffmanStream};
 use super::pack;
-use super::quantized::{Encoding, Granularity, QuantizedTensor};
+use super::quantized::{Encoding, Granularity, MAX_BITS, QuantizedTensor, checked_numel};
 use super::sparse::{self, SparseStream};
 use crate::affine::{AffineMode, AffineScheme};
 use crate::error::{Error, Result};
@@ -299,6 +299,10 @@ pub fn to_parts(
     storage: Storage,
 ) -> Result<(TensorRecord, Vec<Part>)> {
     qt.validate()?;
+    // What reading refuses is refused here, so no file is written that cannot be read back.
+    if let Some(max) = dtype_max(&format!("{dtype:?}")) {
+        qt.check_decoded_range(max)?;
+    }
     let layout = Layout {
         params: qt.part_layout(),
         storage,
@@ -440,17 +444,23 @@ pub fn records(
         if rec.version > FORMAT_VERSION {
             return Err(format!(
                 "written by {} (format {}), newer than this build (format {FORMAT_VERSION})",
-                rec.tool, rec.version
+                rec.tool.escape_debug(),
+                rec.version
             ));
         }
     }
     for (key, value) in meta {
         if let Some(name) = key.strip_prefix(TENSOR_KEY_PREFIX) {
-            let rec: TensorRecord = serde_json::from_str(value)
-                .map_err(|e| format!("metadata '{key}' is not a wgquant tensor record: {e}"))?;
+            let rec: TensorRecord = serde_json::from_str(value).map_err(|e| {
+                format!(
+                    "metadata {} is not a wgquant tensor record: {e}",
+                    quoted(key)
+                )
+            })?;
             if rec.version > FORMAT_VERSION {
                 return Err(format!(
-                    "metadata '{key}' has format version {}",
+                    "metadata {} has format version {}",
+                    quoted(key),
                     rec.version
                 ));
             }
@@ -470,97 +480,196 @@ pub struct StoredPart<'a> {
     pub data: &'a [u8],
 }
 
-/// Rebuilds the quantized tensor `name` from its record and a lookup of part tensors.
+/// Elements a sparse record may decode to in memory whatever the size of its streams: 2^26
+/// (256 MiB of f32 output).
+pub const SPARSE_DENSE_FLOOR: usize = 1 << 26;
+
+/// Further elements a sparse record may decode to in memory per byte of its two streams. A
+/// kept element costs at least 2 bits (code and gap), so 1024 admits any tensor kept at a
+/// density of 1/256 or more; sparser ones beyond the floor are read by `sparse::DenseBlocks`.
+pub const SPARSE_ELEMENTS_PER_BYTE: usize = 1024;
+
+/// The largest finite value of a record's original dtype: every decoded value must fit it.
+fn dtype_max(dtype: &str) -> Option<f64> {
+    match dtype {
+        "F32" => Some(f64::from(f32::MAX)),
+        "F16" => Some(half::f16::MAX.to_f64()),
+        "BF16" => Some(half::bf16::MAX.to_f64()),
+        _ => None,
+    }
+}
+
+/// `'name'` with control characters escaped, so that a message naming it stays one line.
+pub fn quoted(name: &str) -> String {
+    format!("'{}'", name.escape_debug())
+}
+
+/// An error about the record of tensor `name`.
+fn record_error(name: &str, msg: impl std::fmt::Display) -> Error {
+    Error::param("wgquant record", format!("tensor {}: {msg}", quoted(name)))
+}
+
+/// The part tensors of quantized tensor `name`, each checked before its bytes are used.
+struct Parts<'n, G> {
+    name: &'n str,
+    get: G,
+}
+
+impl<'a, G: Fn(&str) -> Option<StoredPart<'a>>> Parts<'_, G> {
+    /// Part `suffix`, which must exist and be of `dtype`.
+    fn fetch(&self, suffix: &str, dtype: Dtype) -> Result<&'a [u8]> {
+        let name = self.name;
+        let p = (self.get)(&format!("{name}{suffix}")).ok_or_else(|| {
+            record_error(
+                name,
+                format!("part {} is missing", quoted(&format!("{name}{suffix}"))),
+            )
+        })?;
+        if p.dtype != dtype {
+            return Err(record_error(
+                name,
+                format!(
+                    "part {} is {:?}, expected {dtype:?}",
+                    quoted(&format!("{name}{suffix}")),
+                    p.dtype
+                ),
+            ));
+        }
+        Ok(p.data)
+    }
+
+    /// Part `suffix` of exactly `count` 4-byte elements of `dtype`.
+    fn exact(&self, suffix: &str, dtype: Dtype, count: usize) -> Result<&'a [u8]> {
+        let data = self.fetch(suffix, dtype)?;
+        if count.checked_mul(4) != Some(data.len()) {
+            return Err(record_error(
+                self.name,
+                format!(
+                    "part {} holds {} bytes, expected {count} {dtype:?} values",
+                    quoted(&format!("{}{suffix}", self.name)),
+                    data.len()
+                ),
+            ));
+        }
+        Ok(data)
+    }
+}
+
+fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn ints(b: &[u8]) -> Vec<i32> {
+    b.chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn words(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Checks the element count, bits and dtype of a record read from a file; returns the
+/// element count and the largest value the dtype holds.
+fn checked_record(name: &str, rec: &TensorRecord) -> Result<(usize, f64)> {
+    let numel = checked_numel(&rec.shape).ok_or_else(|| {
+        record_error(
+            name,
+            format!("shape {:?} has more elements than usize holds", rec.shape),
+        )
+    })?;
+    if !(1..=MAX_BITS).contains(&rec.bits) {
+        return Err(record_error(
+            name,
+            format!("{} bits outside 1..={MAX_BITS}", rec.bits),
+        ));
+    }
+    let max = dtype_max(&rec.dtype).ok_or_else(|| {
+        record_error(
+            name,
+            format!("unsupported original dtype {}", quoted(&rec.dtype)),
+        )
+    })?;
+    Ok((numel, max))
+}
+
+/// The sparse stream of the sparse-stored tensor `name` (record `rec`), its two Huffman parts
+/// decoded and checked, without building the dense tensor: a streaming reader turns it into
+/// blocks with `sparse::DenseBlocks`. Allocates at most 4 bytes per stored bit.
+pub fn sparse_stream_from_parts<'a>(
+    name: &str,
+    rec: &TensorRecord,
+    get: impl Fn(&str) -> Option<StoredPart<'a>>,
+) -> Result<SparseStream> {
+    let (numel, _) = checked_record(name, rec)?;
+    let bad = |msg: String| record_error(name, msg);
+    let index_bits = rec
+        .index_bits
+        .ok_or_else(|| bad("the record has no index_bits: not sparse storage".into()))?;
+    if numel as u64 >= u64::from(u32::MAX) {
+        return Err(bad(format!("{numel} elements exceed 2^32 − 1")));
+    }
+    if !(1..=sparse::MAX_INDEX_BITS).contains(&index_bits) {
+        return Err(bad(format!(
+            "sparse record with {index_bits} index bits (1..={})",
+            sparse::MAX_INDEX_BITS
+        )));
+    }
+    let parts = Parts { name, get };
+    let stream = |suffix: &str, alphabet: u64| -> Result<Vec<u32>> {
+        let s = HuffmanStream::from_bytes(unpadded(parts.fetch(suffix, Dtype::U32)?))
+            .map_err(|e| bad(format!("part {}: {e}", quoted(&format!("{name}{suffix}")))))?;
+        if u64::from(s.alphabet) != alphabet {
+            return Err(bad(format!(
+                "part {} codes {} symbols, expected {alphabet}",
+                quoted(&format!("{name}{suffix}")),
+                s.alphabet
+            )));
+        }
+        huffman::decode(&s)
+            .map_err(|e| bad(format!("part {}: {e}", quoted(&format!("{name}{suffix}")))))
+    };
+    Ok(SparseStream {
+        len: numel as u64,
+        index_bits,
+        gaps: stream(SPARSE_GAPS, 1 << index_bits)?,
+        codes: stream(SPARSE_CODES, 1 << rec.bits)?,
+    })
+}
+
+/// Rebuilds the quantized tensor `name` from its record and a lookup of part tensors. Every
+/// size is checked against the bytes present before anything is allocated, and every value
+/// the parameters decode to must be finite and fit the record's original dtype.
 pub fn from_parts<'a>(
     name: &str,
     rec: &TensorRecord,
     get: impl Fn(&str) -> Option<StoredPart<'a>>,
 ) -> Result<QuantizedTensor> {
-    let bad = |msg: String| Error::param("wgquant record", format!("tensor '{name}': {msg}"));
-    let fetch = |suffix: &str, dtype: Dtype| -> Result<&'a [u8]> {
-        let p = get(&format!("{name}{suffix}"))
-            .ok_or_else(|| bad(format!("part '{name}{suffix}' is missing")))?;
-        if p.dtype != dtype {
-            return Err(bad(format!(
-                "part '{name}{suffix}' is {:?}, expected {dtype:?}",
-                p.dtype
-            )));
-        }
-        Ok(p.data)
-    };
-    let words = |bytes: &[u8]| {
-        pack::bytes_to_words(bytes).ok_or_else(|| bad("packed bytes are not whole words".into()))
-    };
-    let floats = |b: &[u8]| -> Vec<f32> {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
-    let numel: usize = rec.shape.iter().product();
-    let (codes, mask) = match rec.index_bits {
-        None => (
-            words(fetch(CODES, Dtype::U32)?)?,
-            match get(&format!("{name}{MASK}")) {
-                Some(p) if p.dtype == Dtype::U32 => Some(words(p.data)?),
-                Some(p) => {
-                    return Err(bad(format!(
-                        "part '{name}{MASK}' is {:?}, expected U32",
-                        p.dtype
-                    )));
-                }
-                None => None,
-            },
-        ),
-        Some(index_bits) => {
-            if numel as u64 >= u64::from(u32::MAX) {
-                return Err(bad(format!("{numel} elements exceed 2^32 − 1")));
-            }
-            if !(1..=16).contains(&rec.bits) || !(1..=sparse::MAX_INDEX_BITS).contains(&index_bits)
-            {
-                return Err(bad(format!(
-                    "sparse record with {} code bits and {index_bits} index bits",
-                    rec.bits
-                )));
-            }
-            let stream = |suffix: &str, alphabet: u64| -> Result<Vec<u32>> {
-                let s = HuffmanStream::from_bytes(unpadded(fetch(suffix, Dtype::U32)?))
-                    .map_err(|e| bad(format!("part '{name}{suffix}': {e}")))?;
-                if u64::from(s.alphabet) != alphabet {
-                    return Err(bad(format!(
-                        "part '{name}{suffix}' codes {} symbols, expected {alphabet}",
-                        s.alphabet
-                    )));
-                }
-                huffman::decode(&s).map_err(|e| bad(format!("part '{name}{suffix}': {e}")))
-            };
-            let s = SparseStream {
-                len: numel as u64,
-                index_bits,
-                gaps: stream(SPARSE_GAPS, 1 << index_bits)?,
-                codes: stream(SPARSE_CODES, 1 << rec.bits)?,
-            };
-            let (mask, codes) = sparse::decode(&s, rec.bits).map_err(|e| bad(e.to_string()))?;
-            (codes, Some(mask))
-        }
-    };
-    let groups = rec
-        .granularity
-        .group_len(&rec.shape)
-        .map(|g| rec.shape.iter().product::<usize>() / g.max(1))?;
+    let bad = |msg: String| record_error(name, msg);
+    let (numel, dtype_max) = checked_record(name, rec)?;
+    let parts = Parts { name, get: &get };
+    let groups = numel
+        / rec
+            .granularity
+            .group_len(&rec.shape)
+            .map_err(|e| bad(e.to_string()))?
+            .max(1);
     let encoding = match rec.encoding.as_str() {
         "affine" => {
             let mode = rec
                 .mode
                 .ok_or_else(|| bad("affine record without mode".into()))?;
-            let scheme = AffineScheme::new(rec.bits, mode)?;
-            let scale = floats(fetch(SCALE, Dtype::F32)?);
+            let scheme = AffineScheme::new(rec.bits, mode).map_err(|e| bad(e.to_string()))?;
+            let scale = floats(parts.exact(SCALE, Dtype::F32, groups)?);
+            // Symmetric zero points are not stored: the scales' bytes justify their count.
             let zero_point = if scheme.is_symmetric() {
                 vec![0; groups]
             } else {
-                fetch(ZERO, Dtype::I32)?
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
+                ints(parts.exact(ZERO, Dtype::I32, groups)?)
             };
             Encoding::Affine {
                 scheme,
@@ -568,11 +677,55 @@ pub fn from_parts<'a>(
                 zero_point,
             }
         }
-        "codebook" => Encoding::Codebook {
-            levels: floats(fetch(LEVELS, Dtype::F32)?),
-            thresholds: None,
-        },
-        other => return Err(bad(format!("unknown encoding '{other}'"))),
+        "codebook" => {
+            let count = groups
+                .checked_mul(1 << rec.bits)
+                .ok_or_else(|| bad(format!("{groups} level tables overflow")))?;
+            Encoding::Codebook {
+                levels: floats(parts.exact(LEVELS, Dtype::F32, count)?),
+                thresholds: None,
+            }
+        }
+        other => return Err(bad(format!("unknown encoding {}", quoted(other)))),
+    };
+    let (codes, mask) = match rec.index_bits {
+        None => {
+            let code_words = pack::checked_packed_words(numel, rec.bits)
+                .ok_or_else(|| bad(format!("{numel} codes of {} bits overflow", rec.bits)))?;
+            let codes = words(parts.exact(CODES, Dtype::U32, code_words)?);
+            let mask = match get(&format!("{name}{MASK}")) {
+                Some(_) => Some(words(parts.exact(
+                    MASK,
+                    Dtype::U32,
+                    pack::packed_words(numel, 1),
+                )?)),
+                None => None,
+            };
+            (codes, mask)
+        }
+        Some(_) => {
+            if !matches!(encoding, Encoding::Codebook { .. }) {
+                return Err(bad("sparse storage of a non-codebook tensor".into()));
+            }
+            // The dense form is allocated whole here: bounded by what the streams justify.
+            let stream_bytes: usize = [SPARSE_CODES, SPARSE_GAPS]
+                .iter()
+                .map(|suffix| parts.fetch(suffix, Dtype::U32).map(<[u8]>::len))
+                .sum::<Result<usize>>()?;
+            let allowed = stream_bytes
+                .saturating_mul(SPARSE_ELEMENTS_PER_BYTE)
+                .saturating_add(SPARSE_DENSE_FLOOR);
+            if numel > allowed {
+                return Err(bad(format!(
+                    "sparse storage of {stream_bytes} bytes claims {numel} elements, more than \
+                     the {allowed} it may decode to in memory ({SPARSE_DENSE_FLOOR} + \
+                     {SPARSE_ELEMENTS_PER_BYTE} per byte)"
+                )));
+            }
+            let s = sparse_stream_from_parts(name, rec, &get)?;
+            let (mask, codes) = sparse::decode(&s, rec.bits).map_err(|e| bad(e.to_string()))?;
+            (codes, Some(mask))
+        }
     };
     let qt = QuantizedTensor {
         shape: rec.shape.clone(),
@@ -583,7 +736,37 @@ pub fn from_parts<'a>(
         mask,
     };
     qt.validate().map_err(|e| bad(e.to_string()))?;
+    qt.check_decoded_range(dtype_max)
+        .map_err(|e| bad(format!("{e} ({})", rec.dtype)))?;
     Ok(qt)
+}
+
+/// Checks the record of a half-precision cast `name` (encoding "half", stored under its own
+/// name as `part`) against the stored tensor: the same shape, a float dtype of 16 bits, and
+/// an original dtype that decoding can write.
+pub fn check_cast(name: &str, rec: &TensorRecord, part: &StoredPart<'_>) -> Result<()> {
+    let bad = |msg: String| record_error(name, msg);
+    checked_numel(&rec.shape).ok_or_else(|| {
+        bad(format!(
+            "shape {:?} has more elements than usize holds",
+            rec.shape
+        ))
+    })?;
+    dtype_max(&rec.dtype)
+        .ok_or_else(|| bad(format!("unsupported original dtype {}", quoted(&rec.dtype))))?;
+    if !matches!(part.dtype, Dtype::F16 | Dtype::BF16) {
+        return Err(bad(format!(
+            "a half-precision cast stored as {:?}",
+            part.dtype
+        )));
+    }
+    if rec.shape != part.shape {
+        return Err(bad(format!(
+            "the record's shape {:?} is not the stored {:?}",
+            rec.shape, part.shape
+        )));
+    }
+    Ok(())
 }
 
 /// The part suffixes.

@@ -13,6 +13,11 @@ pub fn packed_words(n: usize, bits: u32) -> usize {
     (n * bits as usize).div_ceil(32)
 }
 
+/// [`packed_words`] for sizes read from a file: `None` when `n·bits` overflows.
+pub fn checked_packed_words(n: usize, bits: u32) -> Option<usize> {
+    Some(n.checked_mul(bits as usize)?.div_ceil(32))
+}
+
 /// ORs code `code` (already masked to `bits`) of element `i` into `words`, which start at
 /// element 0 of the stream.
 #[inline]

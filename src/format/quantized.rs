@@ -7,6 +7,14 @@ use super::pack;
 use crate::affine::{AffineScheme, AffineSegment};
 use crate::error::{Error, Result};
 
+/// Widest code of a quantized tensor (affine schemes, codebooks, sparse storage).
+pub const MAX_BITS: u32 = 16;
+
+/// Elements of `shape`, or `None` when the product overflows (shapes read from a file).
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 /// Which elements share quantization parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -22,8 +30,13 @@ pub enum Granularity {
 impl Granularity {
     /// Elements per parameter group for a tensor of `shape`, or why the shape does not allow it.
     pub fn group_len(&self, shape: &[usize]) -> Result<usize> {
-        let numel: usize = shape.iter().product();
         let op = "granularity";
+        let numel = checked_numel(shape).ok_or_else(|| {
+            Error::shape(
+                op,
+                format!("shape {shape:?} has more elements than usize holds"),
+            )
+        })?;
         match *self {
             Granularity::Tensor => Ok(numel.max(1)),
             Granularity::Channel => {
@@ -127,7 +140,8 @@ pub struct QuantizedTensor {
 impl QuantizedTensor {
     /// Number of elements.
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        // Saturates so that an overflowing (unvalidated) shape cannot panic; validate refuses it.
+        checked_numel(&self.shape).unwrap_or(usize::MAX)
     }
 
     /// Elements per parameter group.
@@ -166,19 +180,34 @@ impl QuantizedTensor {
         self.storage_bytes() as f64 * 8.0 / self.numel().max(1) as f64
     }
 
-    /// Checks that codes and parameters have the sizes the shape implies.
+    /// Checks that codes, mask and parameters have the sizes the shape implies, that zero
+    /// points lie in the scheme's range and that every value decodes to a finite f32.
     pub fn validate(&self) -> Result<()> {
         let op = "QuantizedTensor";
+        if !(1..=MAX_BITS).contains(&self.bits) {
+            return Err(Error::param(
+                op,
+                format!("{} bits outside 1..={MAX_BITS}", self.bits),
+            ));
+        }
         let groups = self.groups()?;
-        if self.codes.len() != pack::packed_words(self.numel(), self.bits) {
+        let numel = self.numel();
+        if Some(self.codes.len()) != pack::checked_packed_words(numel, self.bits) {
             return Err(Error::shape(
                 op,
                 format!(
-                    "{} code words for {} elements of {} bits",
+                    "{} code words for {numel} elements of {} bits",
                     self.codes.len(),
-                    self.numel(),
                     self.bits
                 ),
+            ));
+        }
+        if let Some(mask) = &self.mask
+            && mask.len() != pack::packed_words(numel, 1)
+        {
+            return Err(Error::shape(
+                op,
+                format!("{} mask words for {numel} elements", mask.len()),
             ));
         }
         match &self.encoding {
@@ -203,6 +232,22 @@ impl QuantizedTensor {
                         format!("scale {s} is not a positive number"),
                     ));
                 }
+                // The quantizers clamp z to [qmin, qmax] (symmetric: 0), which also keeps
+                // q − z from wrapping in i32 on either backend.
+                let (lo, hi) = match scheme.is_symmetric() {
+                    true => (0, 0),
+                    false => (scheme.qmin(), scheme.qmax()),
+                };
+                if let Some((g, z)) = zero_point
+                    .iter()
+                    .enumerate()
+                    .find(|(_, z)| !(lo..=hi).contains(*z))
+                {
+                    return Err(Error::param(
+                        op,
+                        format!("zero point {z} of group {g} outside [{lo}, {hi}]"),
+                    ));
+                }
             }
             Encoding::Codebook { levels, thresholds } => {
                 if let Some(t) = thresholds
@@ -213,7 +258,7 @@ impl QuantizedTensor {
                         format!("{} thresholds for {} levels", t.len(), levels.len()),
                     ));
                 }
-                if levels.len() != groups << self.bits {
+                if Some(levels.len()) != groups.checked_mul(1 << self.bits) {
                     return Err(Error::shape(
                         op,
                         format!(
@@ -221,6 +266,48 @@ impl QuantizedTensor {
                             levels.len(),
                             self.bits
                         ),
+                    ));
+                }
+            }
+        }
+        self.check_decoded_range(f64::from(f32::MAX))
+    }
+
+    /// Checks that every value the parameters can decode to, whatever the codes, is finite
+    /// and at most `max` in magnitude (the largest finite value of the dtype it decodes to).
+    /// Sizes must already be checked ([`QuantizedTensor::validate`]).
+    pub fn check_decoded_range(&self, max: f64) -> Result<()> {
+        let op = "QuantizedTensor";
+        match &self.encoding {
+            Encoding::Affine {
+                scheme,
+                scale,
+                zero_point,
+            } => {
+                let (qmin, qmax) = (i64::from(scheme.qmin()), i64::from(scheme.qmax()));
+                for (g, (&s, &z)) in scale.iter().zip(zero_point).enumerate() {
+                    let steps = (qmax - i64::from(z)).max(i64::from(z) - qmin);
+                    let largest = steps as f64 * f64::from(s);
+                    if !(largest <= max) {
+                        return Err(Error::param(
+                            op,
+                            format!(
+                                "group {g} (scale {s:e}, zero point {z}) decodes to {largest:e}, \
+                                 beyond the dtype's largest value {max:e}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Encoding::Codebook { levels, .. } => {
+                if let Some((i, l)) = levels
+                    .iter()
+                    .enumerate()
+                    .find(|(_, l)| !(f64::from(l.abs()) <= max))
+                {
+                    return Err(Error::param(
+                        op,
+                        format!("level {i} ({l}) is not a number of magnitude at most {max:e}"),
                     ));
                 }
             }
@@ -234,11 +321,12 @@ impl QuantizedTensor {
         let Encoding::Affine { scheme, .. } = &self.encoding else {
             return Err(Error::param("QuantizedTensor", "not an affine tensor"));
         };
+        let too_long = || Error::param("QuantizedTensor", "more than 2^32 − 1 elements");
         Ok(AffineSegment {
             src,
             dst,
-            len: self.numel() as u32,
-            group_len: self.group_len()? as u32,
+            len: u32::try_from(self.numel()).map_err(|_| too_long())?,
+            group_len: u32::try_from(self.group_len()?).map_err(|_| too_long())?,
             group_phase: 0,
             param,
             qmin: scheme.qmin(),
