@@ -773,13 +773,14 @@ fn check_group_params(
         if sc != cap || sg != cap {
             return Err(format!("{}: a scale is not the cap {cap:e}", what()));
         }
-    } else if !scheme.is_symmetric()
-        && (r.hi > f32::MAX / 2.0 || r.lo < -f32::MAX / 2.0)
-        && q < max
+    } else if !scheme.is_symmetric() && (r.hi > f32::MAX / 2.0 || r.lo < -f32::MAX / 2.0) && q < max
     {
         // A range wider than half of f32 is divided before subtracting: two roundings.
         if (f64::from(sc) - q).abs() > DIV_ULPS * ulp_at(q.clamp(min, max)) {
-            return Err(format!("{}: CPU scale not within DIV_ULPS of the quotient", what()));
+            return Err(format!(
+                "{}: CPU scale not within DIV_ULPS of the quotient",
+                what()
+            ));
         }
     } else {
         // CPU: the correctly rounded quotient (f64 then f32 rounds correctly: 53 ≥ 2·24 + 2),

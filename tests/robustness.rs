@@ -149,7 +149,10 @@ fn sharded_output_named_like_the_input_shards_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let w: Vec<f32> = (0..32 * 32).map(value).collect();
-    let shards = ["m-00001-of-00002.safetensors", "m-00002-of-00002.safetensors"];
+    let shards = [
+        "m-00001-of-00002.safetensors",
+        "m-00002-of-00002.safetensors",
+    ];
     for (k, s) in shards.iter().enumerate() {
         write_model(
             &d.join(s),
@@ -195,7 +198,11 @@ fn report_equal_to_the_input_or_the_output_is_refused() {
             "--device",
             "cpu",
         ]);
-        assert!(!o.status.success(), "--report {} accepted", report.display());
+        assert!(
+            !o.status.success(),
+            "--report {} accepted",
+            report.display()
+        );
         assert_eq!(snapshot(d), before, "a file changed");
         assert!(!out.exists());
     }
@@ -219,7 +226,10 @@ fn report_into_a_missing_directory_fails_before_the_run() {
         "cpu",
     ]);
     fails_with(&o, "directory does not exist");
-    assert!(!out.exists(), "the output was written although the run failed");
+    assert!(
+        !out.exists(),
+        "the output was written although the run failed"
+    );
     assert_eq!(partials(d), 0);
 }
 
@@ -235,11 +245,23 @@ fn fifo_and_device_outputs_are_never_replaced() {
             model.clone()
         } else {
             let q = d.join("q.safetensors");
-            let o = run(&["quantize", model.to_str().unwrap(), "-o", q.to_str().unwrap()]);
+            let o = run(&[
+                "quantize",
+                model.to_str().unwrap(),
+                "-o",
+                q.to_str().unwrap(),
+            ]);
             assert!(o.status.success(), "{}", stderr(&o));
             q
         };
-        let o = run(&[cmd, input.to_str().unwrap(), "-o", fifo.to_str().unwrap(), "--device", "cpu"]);
+        let o = run(&[
+            cmd,
+            input.to_str().unwrap(),
+            "-o",
+            fifo.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
         fails_with(&o, "a FIFO");
         let meta = std::fs::symlink_metadata(&fifo).unwrap();
         assert!(meta.file_type().is_fifo(), "{cmd} replaced the FIFO");
@@ -259,7 +281,12 @@ fn fifo_and_device_outputs_are_never_replaced() {
         "cpu",
     ]);
     fails_with(&o, "a character device");
-    assert!(std::fs::symlink_metadata(&null).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert!(!d.join("q2.safetensors").exists());
 }
 
@@ -313,7 +340,11 @@ fn signals_remove_temporary_files_and_exit_128_plus_n() {
     let out = d.join("q.safetensors");
     // An existing output must survive the interrupted run untouched.
     std::fs::write(&out, b"previous result").unwrap();
-    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+    for (sig, code) in [
+        (libc::SIGINT, 130),
+        (libc::SIGTERM, 143),
+        (libc::SIGHUP, 129),
+    ] {
         let mut child = Command::new(BIN)
             .args([
                 "quantize",
@@ -337,7 +368,10 @@ fn signals_remove_temporary_files_and_exit_128_plus_n() {
                 child.try_wait().unwrap().is_none(),
                 "the run ended before it could be interrupted"
             );
-            assert!(start.elapsed() < Duration::from_secs(60), "no temporary file");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no temporary file"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         // SAFETY: signalling our own child.
@@ -391,7 +425,12 @@ fn outputs_follow_the_umask_and_keep_a_replaced_files_mode() {
     std::fs::write(&out, b"old").unwrap();
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o604)).unwrap();
     let o = with_umask(
-        &["quantize", model.to_str().unwrap(), "-o", out.to_str().unwrap()],
+        &[
+            "quantize",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
         0o077,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -408,26 +447,50 @@ fn escape_sequences_in_names_do_not_reach_the_terminal() {
     write_model(&path, &[(name, Dtype::F32, &[64, 64], w)]);
     let q = d.join("q.safetensors");
     let outputs = [
-        run(&["quantize", path.to_str().unwrap(), "-o", q.to_str().unwrap()]),
+        run(&[
+            "quantize",
+            path.to_str().unwrap(),
+            "-o",
+            q.to_str().unwrap(),
+        ]),
         run(&["inspect", q.to_str().unwrap()]),
         run(&["inspect", q.to_str().unwrap(), "--json"]),
-        run(&["quantize", path.to_str().unwrap(), "-o", q.to_str().unwrap(), "--dry-run"]),
+        run(&[
+            "quantize",
+            path.to_str().unwrap(),
+            "-o",
+            q.to_str().unwrap(),
+            "--dry-run",
+        ]),
     ];
     for o in &outputs {
         assert!(o.status.success(), "{}", stderr(o));
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(
-            !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
             "a control character reached stdout: {text:?}"
         );
-        assert!(text.contains("\\u001b"), "the name is shown escaped: {text}");
+        assert!(
+            text.contains("\\u001b"),
+            "the name is shown escaped: {text}"
+        );
     }
     let json: serde_json::Value = serde_json::from_slice(&outputs[2].stdout).unwrap();
-    assert!(json.to_string().contains("owned"), "JSON stays valid and names the tensor");
+    assert!(
+        json.to_string().contains("owned"),
+        "JSON stays valid and names the tensor"
+    );
     // An error naming the tensor is escaped too.
     let nan: Vec<f32> = vec![f32::NAN; 64 * 64];
     write_model(&path, &[(name, Dtype::F32, &[64, 64], nan)]);
-    let o = run(&["quantize", path.to_str().unwrap(), "-o", q.to_str().unwrap()]);
+    let o = run(&[
+        "quantize",
+        path.to_str().unwrap(),
+        "-o",
+        q.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(!stderr(&o).contains('\u{1b}'), "{:?}", stderr(&o));
 }
@@ -438,7 +501,12 @@ fn report_seconds_add_up_to_at_most_the_wall_time() {
     let d = dir.path();
     let path = d.join("m.safetensors");
     let tensors: Vec<(String, Vec<f32>)> = (0..6)
-        .map(|k| (format!("l{k}.weight"), (0..256 * 512).map(|i| value(i + k)).collect()))
+        .map(|k| {
+            (
+                format!("l{k}.weight"),
+                (0..256 * 512).map(|i| value(i + k)).collect(),
+            )
+        })
         .collect();
     let spec: Vec<(&str, Dtype, &[usize], Vec<f32>)> = tensors
         .iter()
@@ -461,7 +529,8 @@ fn report_seconds_add_up_to_at_most_the_wall_time() {
         "cpu",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let sum: f64 = r["tensors"]
         .as_array()
         .unwrap()
@@ -489,7 +558,12 @@ fn round_trip(dir: &Path, dtype: Dtype, values: Vec<f32>, args: &[&str], device:
     write_model(&input, &[("x", dtype, &[n / 64, 64], values)]);
     let q = dir.join("xq.safetensors");
     let back = dir.join("xd.safetensors");
-    let mut a = vec!["quantize", input.to_str().unwrap(), "-o", q.to_str().unwrap()];
+    let mut a = vec![
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        q.to_str().unwrap(),
+    ];
     a.extend(args);
     a.extend(["--device", device]);
     let o = run(&a);
@@ -518,7 +592,14 @@ fn finite_extremes_decode_to_finite_values() {
         &["--scheme", "int4"],
         &["--scheme", "int8", "--granularity", "group:32"],
         &["--scheme", "int4", "--mode", "asymmetric"],
-        &["--scheme", "int3", "--mode", "restricted", "--granularity", "tensor"],
+        &[
+            "--scheme",
+            "int3",
+            "--mode",
+            "restricted",
+            "--granularity",
+            "tensor",
+        ],
         &["--scheme", "dc", "--bits", "3", "--sparsity", "0.25"],
     ];
     for device in common::cli_devices() {
@@ -541,7 +622,10 @@ fn finite_extremes_decode_to_finite_values() {
                 // promised finite.
                 let err = (back[0] - stored[0]).abs().max((back[1] - stored[1]).abs());
                 if !args.contains(&"dc") && !args.contains(&"asymmetric") {
-                    assert!(err <= 0.3 * max, "{dtype:?} {args:?} on {device}: error {err}");
+                    assert!(
+                        err <= 0.3 * max,
+                        "{dtype:?} {args:?} on {device}: error {err}"
+                    );
                 }
             }
         }
@@ -576,8 +660,18 @@ fn an_all_zero_tensor_decodes_to_zeros() {
     let dir = tempfile::tempdir().unwrap();
     for device in common::cli_devices() {
         for scheme in ["weq4", "weq2", "lin3", "exp3", "int4", "dc"] {
-            let back = round_trip(dir.path(), Dtype::F32, vec![0.0; 64 * 64], &["--scheme", scheme], device);
-            assert!(back.iter().all(|&v| v == 0.0), "{scheme} on {device}: {:?}", &back[..4]);
+            let back = round_trip(
+                dir.path(),
+                Dtype::F32,
+                vec![0.0; 64 * 64],
+                &["--scheme", scheme],
+                device,
+            );
+            assert!(
+                back.iter().all(|&v| v == 0.0),
+                "{scheme} on {device}: {:?}",
+                &back[..4]
+            );
         }
     }
 }

@@ -89,7 +89,9 @@ impl Source {
         };
         super::output::check_input(path)?;
         // An index is a name map; one larger than this is no index, and is not read whole.
-        let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
         if len > MAX_INDEX_BYTES {
             return Err(bad(format!(
                 "{len} bytes is too large for a shard index (at most {MAX_INDEX_BYTES})"

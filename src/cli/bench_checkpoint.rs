@@ -34,9 +34,14 @@ pub struct CheckpointBenchArgs {
 /// A size in GB that can be built: finite, positive and at most 1000 (NaN or inf would
 /// size the checkpoint without bound).
 fn parse_size_gb(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
     if !(v.is_finite() && v > 0.0 && v <= 1000.0) {
-        return Err(format!("--size-gb {s}: must be more than 0 and at most 1000"));
+        return Err(format!(
+            "--size-gb {s}: must be more than 0 and at most 1000"
+        ));
     }
     Ok(v)
 }

@@ -268,7 +268,10 @@ fn backend(ctx: &Option<Context>) -> Backend<'_> {
 /// name or path holding an escape sequence must not drive the terminal. The same escape is
 /// valid inside a JSON string, where serde leaves DEL and the C1 controls raw.
 pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return text.into();
     }
     text.chars()
@@ -288,7 +291,10 @@ pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
 pub fn emit(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(terminal_safe(text).as_bytes()).and_then(|_| out.flush()) {
+    if let Err(e) = out
+        .write_all(terminal_safe(text).as_bytes())
+        .and_then(|_| out.flush())
+    {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -394,8 +400,9 @@ fn quantize_gguf(a: QuantizeArgs) -> Result<(), CliError> {
         ));
     }
     // Every path is checked before the run, so a bad --report fails at once.
-    let outputs: Vec<&std::path::Path> =
-        std::iter::once(a.output.as_path()).chain(a.report.as_deref()).collect();
+    let outputs: Vec<&std::path::Path> = std::iter::once(a.output.as_path())
+        .chain(a.report.as_deref())
+        .collect();
     output::check_outputs(&[a.input.as_path()], &outputs)?;
     let pb = progress_bar();
     let report = checkpoint::gguf::export_gguf(&a.input, &a.output, ty, Some(&pb))?;

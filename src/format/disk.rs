@@ -489,12 +489,14 @@ pub const SPARSE_DENSE_FLOOR: usize = 1 << 26;
 /// density of 1/256 or more; sparser ones beyond the floor are read by `sparse::DenseBlocks`.
 pub const SPARSE_ELEMENTS_PER_BYTE: usize = 1024;
 
-/// The largest finite value of a record's original dtype: every decoded value must fit it.
+/// The largest magnitude a record of original dtype `dtype` may decode to (`None`: a dtype
+/// decoding cannot write). Decoded values are computed in f32 and must be finite there; the
+/// conversion to F16/BF16 saturates at that dtype's largest value (`checkpoint::file::from_f32`),
+/// since a grid end point may lie just past it (an F16 input at ±65504 under symmetric int4
+/// has −8·s = −69871).
 fn dtype_max(dtype: &str) -> Option<f64> {
     match dtype {
-        "F32" => Some(f64::from(f32::MAX)),
-        "F16" => Some(half::f16::MAX.to_f64()),
-        "BF16" => Some(half::bf16::MAX.to_f64()),
+        "F32" | "F16" | "BF16" => Some(f64::from(f32::MAX)),
         _ => None,
     }
 }
@@ -641,17 +643,21 @@ pub fn sparse_stream_from_parts<'a>(
     })
 }
 
-/// Rebuilds the quantized tensor `name` from its record and a lookup of part tensors. Every
-/// size is checked against the bytes present before anything is allocated, and every value
-/// the parameters decode to must be finite and fit the record's original dtype.
-pub fn from_parts<'a>(
+/// A record's checked element count, the largest value it may decode to, and its parameters.
+struct RecordParams {
+    numel: usize,
+    dtype_max: f64,
+    encoding: Encoding,
+}
+
+/// The checked record and its parameters, each part of exactly the size the groups imply.
+fn read_params<'a, G: Fn(&str) -> Option<StoredPart<'a>>>(
     name: &str,
     rec: &TensorRecord,
-    get: impl Fn(&str) -> Option<StoredPart<'a>>,
-) -> Result<QuantizedTensor> {
+    parts: &Parts<'_, G>,
+) -> Result<RecordParams> {
     let bad = |msg: String| record_error(name, msg);
     let (numel, dtype_max) = checked_record(name, rec)?;
-    let parts = Parts { name, get: &get };
     let groups = numel
         / rec
             .granularity
@@ -688,6 +694,115 @@ pub fn from_parts<'a>(
         }
         other => return Err(bad(format!("unknown encoding {}", quoted(other)))),
     };
+    Ok(RecordParams {
+        numel,
+        dtype_max,
+        encoding,
+    })
+}
+
+/// Refuses sparse storage whose dense form, allocated whole by [`from_parts`], is more than
+/// its streams justify.
+fn check_sparse_size<'a, G: Fn(&str) -> Option<StoredPart<'a>>>(
+    name: &str,
+    numel: usize,
+    parts: &Parts<'_, G>,
+) -> Result<()> {
+    // The dense form is allocated whole here: bounded by what the streams justify.
+    let stream_bytes: usize = [SPARSE_CODES, SPARSE_GAPS]
+        .iter()
+        .map(|suffix| parts.fetch(suffix, Dtype::U32).map(<[u8]>::len))
+        .sum::<Result<usize>>()?;
+    let allowed = stream_bytes
+        .saturating_mul(SPARSE_ELEMENTS_PER_BYTE)
+        .saturating_add(SPARSE_DENSE_FLOOR);
+    if numel > allowed {
+        return Err(record_error(
+            name,
+            format!(
+                "sparse storage of {stream_bytes} bytes claims {numel} elements, more than \
+             the {allowed} it may decode to in memory ({SPARSE_DENSE_FLOOR} + \
+             {SPARSE_ELEMENTS_PER_BYTE} per byte)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the record and parts of `name` as [`from_parts`] does, without decoding or copying
+/// its codes (sparse streams: their headers): every part's size against the checked shape,
+/// and the parameters (scales, zero points, levels) as [`QuantizedTensor::validate`] checks
+/// them. For `inspect`, and for readers that map the codes in windows.
+pub fn check_parts<'a>(
+    name: &str,
+    rec: &TensorRecord,
+    get: impl Fn(&str) -> Option<StoredPart<'a>>,
+) -> Result<()> {
+    let bad = |msg: String| record_error(name, msg);
+    let parts = Parts { name, get: &get };
+    let RecordParams {
+        numel,
+        dtype_max,
+        encoding,
+    } = read_params(name, rec, &parts)?;
+    let groups = numel / rec.granularity.group_len(&rec.shape)?.max(1);
+    encoding
+        .check(rec.bits, groups)
+        .and_then(|_| encoding.check_decoded_range(dtype_max))
+        .map_err(|e| bad(e.to_string()))?;
+    match rec.index_bits {
+        None => {
+            let code_words = pack::checked_packed_words(numel, rec.bits)
+                .ok_or_else(|| bad(format!("{numel} codes of {} bits overflow", rec.bits)))?;
+            parts.exact(CODES, Dtype::U32, code_words)?;
+            if get(&format!("{name}{MASK}")).is_some() {
+                parts.exact(MASK, Dtype::U32, pack::packed_words(numel, 1))?;
+            }
+        }
+        Some(index_bits) => {
+            if !matches!(encoding, Encoding::Codebook { .. }) {
+                return Err(bad("sparse storage of a non-codebook tensor".into()));
+            }
+            check_sparse_size(name, numel, &parts)?;
+            if !(1..=sparse::MAX_INDEX_BITS).contains(&index_bits) {
+                return Err(bad(format!("sparse record with {index_bits} index bits")));
+            }
+            for (suffix, alphabet) in [
+                (SPARSE_CODES, 1u64 << rec.bits),
+                (SPARSE_GAPS, 1 << index_bits),
+            ] {
+                let s = HuffmanStream::from_bytes(unpadded(parts.fetch(suffix, Dtype::U32)?))
+                    .map_err(|e| {
+                        bad(format!("part {}: {e}", quoted(&format!("{name}{suffix}"))))
+                    })?;
+                if u64::from(s.alphabet) != alphabet {
+                    return Err(bad(format!(
+                        "part {} codes {} symbols, expected {alphabet}",
+                        quoted(&format!("{name}{suffix}")),
+                        s.alphabet
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the quantized tensor `name` from its record and a lookup of part tensors. Every
+/// size is checked against the bytes present before anything is allocated, and every value
+/// the parameters decode to must be finite and fit the record's original dtype.
+pub fn from_parts<'a>(
+    name: &str,
+    rec: &TensorRecord,
+    get: impl Fn(&str) -> Option<StoredPart<'a>>,
+) -> Result<QuantizedTensor> {
+    let bad = |msg: String| record_error(name, msg);
+    let parts = Parts { name, get: &get };
+    let RecordParams {
+        numel,
+        dtype_max,
+        encoding,
+    } = read_params(name, rec, &parts)?;
     let (codes, mask) = match rec.index_bits {
         None => {
             let code_words = pack::checked_packed_words(numel, rec.bits)
@@ -707,21 +822,7 @@ pub fn from_parts<'a>(
             if !matches!(encoding, Encoding::Codebook { .. }) {
                 return Err(bad("sparse storage of a non-codebook tensor".into()));
             }
-            // The dense form is allocated whole here: bounded by what the streams justify.
-            let stream_bytes: usize = [SPARSE_CODES, SPARSE_GAPS]
-                .iter()
-                .map(|suffix| parts.fetch(suffix, Dtype::U32).map(<[u8]>::len))
-                .sum::<Result<usize>>()?;
-            let allowed = stream_bytes
-                .saturating_mul(SPARSE_ELEMENTS_PER_BYTE)
-                .saturating_add(SPARSE_DENSE_FLOOR);
-            if numel > allowed {
-                return Err(bad(format!(
-                    "sparse storage of {stream_bytes} bytes claims {numel} elements, more than \
-                     the {allowed} it may decode to in memory ({SPARSE_DENSE_FLOOR} + \
-                     {SPARSE_ELEMENTS_PER_BYTE} per byte)"
-                )));
-            }
+            check_sparse_size(name, numel, &parts)?;
             let s = sparse_stream_from_parts(name, rec, &get)?;
             let (mask, codes) = sparse::decode(&s, rec.bits).map_err(|e| bad(e.to_string()))?;
             (codes, Some(mask))

@@ -137,6 +137,117 @@ pub struct QuantizedTensor {
     pub mask: Option<Vec<u32>>,
 }
 
+impl Encoding {
+    /// Checks the parameters of `groups` groups of `bits`-bit codes: their counts, positive
+    /// finite scales, zero points in the scheme's range, and values decoding to finite f32.
+    pub fn check(&self, bits: u32, groups: usize) -> Result<()> {
+        let op = "QuantizedTensor";
+        match self {
+            Encoding::Affine {
+                scheme,
+                scale,
+                zero_point,
+            } => {
+                if scheme.bits != bits || scale.len() != groups || zero_point.len() != groups {
+                    return Err(Error::shape(
+                        op,
+                        format!(
+                            "{} scales and {} zero points for {groups} groups",
+                            scale.len(),
+                            zero_point.len()
+                        ),
+                    ));
+                }
+                if let Some(s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                    return Err(Error::param(
+                        op,
+                        format!("scale {s} is not a positive number"),
+                    ));
+                }
+                // The quantizers clamp z to [qmin, qmax] (symmetric: 0), which also keeps
+                // q − z from wrapping in i32 on either backend.
+                let (lo, hi) = match scheme.is_symmetric() {
+                    true => (0, 0),
+                    false => (scheme.qmin(), scheme.qmax()),
+                };
+                if let Some((g, z)) = zero_point
+                    .iter()
+                    .enumerate()
+                    .find(|(_, z)| !(lo..=hi).contains(*z))
+                {
+                    return Err(Error::param(
+                        op,
+                        format!("zero point {z} of group {g} outside [{lo}, {hi}]"),
+                    ));
+                }
+            }
+            Encoding::Codebook { levels, thresholds } => {
+                if let Some(t) = thresholds
+                    && t.len() != levels.len()
+                {
+                    return Err(Error::shape(
+                        op,
+                        format!("{} thresholds for {} levels", t.len(), levels.len()),
+                    ));
+                }
+                if Some(levels.len()) != groups.checked_mul(1 << bits) {
+                    return Err(Error::shape(
+                        op,
+                        format!(
+                            "{} levels for {groups} groups of {} bits",
+                            levels.len(),
+                            bits
+                        ),
+                    ));
+                }
+            }
+        }
+        self.check_decoded_range(f64::from(f32::MAX))
+    }
+
+    /// Checks that every value the parameters can decode to, whatever the codes, is finite
+    /// and at most `max` in magnitude (the largest finite value of the dtype it decodes to).
+    /// Sizes must already be checked ([`Encoding::check`]).
+    pub fn check_decoded_range(&self, max: f64) -> Result<()> {
+        let op = "QuantizedTensor";
+        match self {
+            Encoding::Affine {
+                scheme,
+                scale,
+                zero_point,
+            } => {
+                let (qmin, qmax) = (i64::from(scheme.qmin()), i64::from(scheme.qmax()));
+                for (g, (&s, &z)) in scale.iter().zip(zero_point).enumerate() {
+                    let steps = (qmax - i64::from(z)).max(i64::from(z) - qmin);
+                    let largest = steps as f64 * f64::from(s);
+                    if !(largest <= max) {
+                        return Err(Error::param(
+                            op,
+                            format!(
+                                "group {g} (scale {s:e}, zero point {z}) decodes to {largest:e}, \
+                                 beyond the dtype's largest value {max:e}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Encoding::Codebook { levels, .. } => {
+                if let Some((i, l)) = levels
+                    .iter()
+                    .enumerate()
+                    .find(|(_, l)| !(f64::from(l.abs()) <= max))
+                {
+                    return Err(Error::param(
+                        op,
+                        format!("level {i} ({l}) is not a number of magnitude at most {max:e}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl QuantizedTensor {
     /// Number of elements.
     pub fn numel(&self) -> usize {
@@ -210,109 +321,14 @@ impl QuantizedTensor {
                 format!("{} mask words for {numel} elements", mask.len()),
             ));
         }
-        match &self.encoding {
-            Encoding::Affine {
-                scheme,
-                scale,
-                zero_point,
-            } => {
-                if scheme.bits != self.bits || scale.len() != groups || zero_point.len() != groups {
-                    return Err(Error::shape(
-                        op,
-                        format!(
-                            "{} scales and {} zero points for {groups} groups",
-                            scale.len(),
-                            zero_point.len()
-                        ),
-                    ));
-                }
-                if let Some(s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-                    return Err(Error::param(
-                        op,
-                        format!("scale {s} is not a positive number"),
-                    ));
-                }
-                // The quantizers clamp z to [qmin, qmax] (symmetric: 0), which also keeps
-                // q − z from wrapping in i32 on either backend.
-                let (lo, hi) = match scheme.is_symmetric() {
-                    true => (0, 0),
-                    false => (scheme.qmin(), scheme.qmax()),
-                };
-                if let Some((g, z)) = zero_point
-                    .iter()
-                    .enumerate()
-                    .find(|(_, z)| !(lo..=hi).contains(*z))
-                {
-                    return Err(Error::param(
-                        op,
-                        format!("zero point {z} of group {g} outside [{lo}, {hi}]"),
-                    ));
-                }
-            }
-            Encoding::Codebook { levels, thresholds } => {
-                if let Some(t) = thresholds
-                    && t.len() != levels.len()
-                {
-                    return Err(Error::shape(
-                        op,
-                        format!("{} thresholds for {} levels", t.len(), levels.len()),
-                    ));
-                }
-                if Some(levels.len()) != groups.checked_mul(1 << self.bits) {
-                    return Err(Error::shape(
-                        op,
-                        format!(
-                            "{} levels for {groups} groups of {} bits",
-                            levels.len(),
-                            self.bits
-                        ),
-                    ));
-                }
-            }
-        }
+        self.encoding.check(self.bits, groups)?;
         self.check_decoded_range(f64::from(f32::MAX))
     }
 
     /// Checks that every value the parameters can decode to, whatever the codes, is finite
-    /// and at most `max` in magnitude (the largest finite value of the dtype it decodes to).
-    /// Sizes must already be checked ([`QuantizedTensor::validate`]).
+    /// and at most `max` in magnitude ([`Encoding::check_decoded_range`]).
     pub fn check_decoded_range(&self, max: f64) -> Result<()> {
-        let op = "QuantizedTensor";
-        match &self.encoding {
-            Encoding::Affine {
-                scheme,
-                scale,
-                zero_point,
-            } => {
-                let (qmin, qmax) = (i64::from(scheme.qmin()), i64::from(scheme.qmax()));
-                for (g, (&s, &z)) in scale.iter().zip(zero_point).enumerate() {
-                    let steps = (qmax - i64::from(z)).max(i64::from(z) - qmin);
-                    let largest = steps as f64 * f64::from(s);
-                    if !(largest <= max) {
-                        return Err(Error::param(
-                            op,
-                            format!(
-                                "group {g} (scale {s:e}, zero point {z}) decodes to {largest:e}, \
-                                 beyond the dtype's largest value {max:e}"
-                            ),
-                        ));
-                    }
-                }
-            }
-            Encoding::Codebook { levels, .. } => {
-                if let Some((i, l)) = levels
-                    .iter()
-                    .enumerate()
-                    .find(|(_, l)| !(f64::from(l.abs()) <= max))
-                {
-                    return Err(Error::param(
-                        op,
-                        format!("level {i} ({l}) is not a number of magnitude at most {max:e}"),
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.encoding.check_decoded_range(max)
     }
 
     /// The one segment describing this (affine) tensor to the segment kernels, with its

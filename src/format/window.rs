@@ -10,7 +10,6 @@ use std::ops::Range;
 use safetensors::Dtype;
 
 use super::disk::{self, StoredPart, TensorRecord};
-use super::huffman::{HEADER_BYTES, HuffmanStream};
 use super::pack;
 use super::quantized::{Encoding, Granularity, QuantizedTensor};
 use crate::affine::AffineScheme;
@@ -117,17 +116,7 @@ pub fn check<'a>(
     rec: &TensorRecord,
     get: impl Fn(&str) -> Option<StoredPart<'a>>,
 ) -> Result<()> {
-    if rec.index_bits.is_some() {
-        return check_sparse(name, rec, &get);
-    }
-    let st = StoredTensor::open_dense(name, rec, &get)?;
-    // Scales are 1/group_len of the tensor: one pass over them is still cheap.
-    if let Params::Affine { scale, .. } = &st.params
-        && let Some(s) = f32s_iter(scale).find(|s| !(s.is_finite() && *s > 0.0))
-    {
-        return Err(bad(name, format!("scale {s} is not a positive number")));
-    }
-    Ok(())
+    disk::check_parts(name, rec, get)
 }
 
 fn bad(name: &str, msg: String) -> Error {
@@ -185,38 +174,6 @@ fn packed_bytes(n: usize, bits: u32) -> Option<usize> {
         .and_then(|w| w.checked_mul(4))
 }
 
-fn check_sparse<'a>(
-    name: &str,
-    rec: &TensorRecord,
-    get: &impl Fn(&str) -> Option<StoredPart<'a>>,
-) -> Result<()> {
-    let (_, _, groups) = counts(name, rec)?;
-    let index_bits = rec.index_bits.unwrap_or(0);
-    if !(1..=super::sparse::MAX_INDEX_BITS).contains(&index_bits) {
-        return Err(bad(name, format!("{index_bits} index bits")));
-    }
-    for (suffix, alphabet) in [
-        (disk::SPARSE_CODES, 1u64 << rec.bits),
-        (disk::SPARSE_GAPS, 1 << index_bits),
-    ] {
-        let data = part(name, get, suffix, Dtype::U32, None)?;
-        let stored = data
-            .get(..4)
-            .map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
-        let fits = HuffmanStream::byte_len_from_header(data).is_some_and(|n| n <= data.len());
-        if data.len() < HEADER_BYTES || !fits || stored.map(u64::from) != Some(alphabet) {
-            return Err(bad(
-                name,
-                format!("part '{name}{suffix}' is not a Huffman stream of {alphabet} symbols"),
-            ));
-        }
-    }
-    let levels = groups
-        .checked_mul(4 << rec.bits)
-        .ok_or_else(|| bad(name, "too many levels".into()))?;
-    part(name, get, disk::LEVELS, Dtype::F32, Some(levels)).map(|_| ())
-}
-
 impl<'a> StoredTensor<'a> {
     /// Opens `name` for windowed reading: dense parts are checked and stay mapped; sparse
     /// streams are decoded here, once, into dense codes and a mask (memory: the whole
@@ -253,6 +210,8 @@ impl<'a> StoredTensor<'a> {
         rec: &TensorRecord,
         get: &impl Fn(&str) -> Option<StoredPart<'a>>,
     ) -> Result<Self> {
+        // One check for every reader: sizes, zero points, decoded range (`disk::check_parts`).
+        disk::check_parts(name, rec, get)?;
         let (numel, group_len, groups) = counts(name, rec)?;
         let too_big = || bad(name, format!("shape {:?} is too large", rec.shape));
         let codes = part(
