@@ -53,9 +53,7 @@ pub fn load_quantized(source: &Source) -> Result<Vec<Loaded>> {
         .into_iter()
         .map(|(name, record)| {
             let quantized = if record.encoding == "half" {
-                if source.part(&name).is_none() {
-                    return Err(bad(format!("half-precision tensor '{name}' is missing")));
-                }
+                check_half(source, &name, &record)?;
                 None
             } else {
                 Some(
@@ -72,6 +70,19 @@ pub fn load_quantized(source: &Source) -> Result<Vec<Loaded>> {
         .collect()
 }
 
+/// Checks a half-precision cast's record against the tensor stored under its name (shape,
+/// 16-bit float dtype), so decoding never writes a shape its data does not fill.
+fn check_half(source: &Source, name: &str, record: &TensorRecord) -> Result<()> {
+    let bad = |msg: String| Error::Format {
+        path: source.path().into(),
+        msg,
+    };
+    let part = source
+        .part(name)
+        .ok_or_else(|| bad(format!("half-precision tensor {} is missing", disk::quoted(name))))?;
+    disk::check_cast(name, record, &part).map_err(|e| bad(e.to_string()))
+}
+
 /// Checks every wgquant record of `source` against the parts present, decoding nothing:
 /// the records by name. A corrupt file fails here, before any output is written.
 pub fn checked_records(source: &Source) -> Result<BTreeMap<String, TensorRecord>> {
@@ -82,9 +93,7 @@ pub fn checked_records(source: &Source) -> Result<BTreeMap<String, TensorRecord>
             msg,
         };
         if record.encoding == "half" {
-            if source.part(name).is_none() {
-                return Err(bad(format!("half-precision tensor '{name}' is missing")));
-            }
+            check_half(source, name, record)?;
         } else {
             window::check(name, record, |n| source.part(n)).map_err(|e| bad(e.to_string()))?;
             // The check read the scales: their pages are not needed again soon.

@@ -56,6 +56,7 @@ pub fn inspect_file(path: &Path) -> Result<Summary> {
                     .mode
                     .map(|m| format!(" {m:?}").to_lowercase())
                     .unwrap_or_default();
+                // Checked by `checked_records`: the product does not overflow.
                 let numel: usize = rec.shape.iter().product();
                 out.push(TensorSummary {
                     name: name.clone(),
