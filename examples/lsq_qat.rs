@@ -6,7 +6,7 @@
 //! cargo run --release --example lsq_qat [-- --json] [--plus] [--cpu] [--epochs N]
 
 use wgquant::gpu::Context;
-use wgquant::gpu::optimizer::Rule;
+use wgquant::kernel::optimizer::Rule;
 use wgquant::qat::data::{Dataset, digits, digits_path};
 use wgquant::qat::engine::{CpuEngine, Engine, GpuEngine};
 use wgquant::qat::{Mlp, QuantSpec, TrainConfig};

@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod error;
 pub mod format;
 pub mod gpu;
+pub mod kernel;
 pub mod qat;
 pub mod quant;
 pub mod requant;

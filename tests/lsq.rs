@@ -8,10 +8,10 @@ use common::{Dist, Guarded, as_f32, finish, generate, gpu, poisoned, rng, seed_f
 use rand::RngExt;
 use wgquant::cpu;
 use wgquant::gpu::lsq::{LsqConfig, LsqGrads};
-use wgquant::gpu::lsq_init::StepInit;
-use wgquant::gpu::optimizer::{Rule, Update};
 use wgquant::gpu::softmax_xent::XentOut;
 use wgquant::gpu::{self as g, Context, ElemType, GpuTensor, WorkLimits};
+use wgquant::kernel::lsq::StepInit;
+use wgquant::kernel::optimizer::{Rule, Update};
 use wgquant::qat::data::{Dataset, digits, digits_path};
 use wgquant::qat::engine::{CpuEngine, GpuEngine};
 use wgquant::qat::{Mlp, QuantSpec, TrainConfig};

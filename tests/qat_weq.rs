@@ -5,7 +5,7 @@
 mod common;
 
 use common::gpu;
-use wgquant::gpu::optimizer::Rule;
+use wgquant::kernel::optimizer::Rule;
 use wgquant::qat::data::{Dataset, digits, digits_path};
 use wgquant::qat::engine::{CpuEngine, GpuEngine};
 use wgquant::qat::{Mlp, QuantSpec, TrainConfig};

@@ -10,9 +10,9 @@ mod common;
 use common::{Check, Dist, check_written, finish, generate, gpu, poisoned, seed_for};
 use wgquant::affine::GroupRange;
 use wgquant::cpu;
-use wgquant::cpu::weq_sweep::WeqInfo;
 use wgquant::format::{Encoding, Granularity, QuantizedTensor};
 use wgquant::gpu::{Context, ElemType, GpuTensor, WorkLimits, minmax, weq_histogram};
+use wgquant::kernel::weq::WeqInfo;
 use wgquant::quant::weq::{self, WeqConfig};
 use wgquant::quant::{self, Backend};
 

@@ -77,9 +77,12 @@ fn check_half(source: &Source, name: &str, record: &TensorRecord) -> Result<()> 
         path: source.path().into(),
         msg,
     };
-    let part = source
-        .part(name)
-        .ok_or_else(|| bad(format!("half-precision tensor {} is missing", disk::quoted(name))))?;
+    let part = source.part(name).ok_or_else(|| {
+        bad(format!(
+            "half-precision tensor {} is missing",
+            disk::quoted(name)
+        ))
+    })?;
     disk::check_cast(name, record, &part).map_err(|e| bad(e.to_string()))
 }
 

@@ -3,7 +3,8 @@
 
 use super::segments::pack_segment;
 use crate::affine::{AffineSegment, Layout, check_segments};
-use crate::error::{Error, Result};
+use crate::error::Result;
+pub use crate::kernel::codebook::table_len;
 
 /// Writes each segment's codes into `codes`; `thresholds` holds `2^bits` entries per group,
 /// the first `2^bits − 1` sorted ascending (the last is unused).
@@ -30,18 +31,4 @@ pub fn codebook_assign(
         });
     }
     Ok(())
-}
-
-/// Entries per group of a codebook table: `2^bits`, the same for every segment.
-pub fn table_len(op: &str, segments: &[AffineSegment]) -> Result<usize> {
-    let Some(first) = segments.first() else {
-        return Ok(1);
-    };
-    if segments.iter().any(|s| s.bits != first.bits) || !(1..=16).contains(&first.bits) {
-        return Err(Error::param(
-            op,
-            "codebook segments must share one bit width in 1..=16",
-        ));
-    }
-    Ok(1 << first.bits)
 }

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::gpu::lsq::LsqConfig;
+use crate::kernel::lsq::LsqConfig;
 
 fn check(op: &str, n: usize, group_len: usize, step: &[f32], beta: &[f32]) -> Result<usize> {
     if group_len == 0 || !n.is_multiple_of(group_len) {

@@ -3,8 +3,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::gpu::lsq::LsqConfig;
-use crate::gpu::lsq_init::StepInit;
+use crate::kernel::lsq::{LsqConfig, StepInit};
 
 /// The initial step of every group of `group_len` elements (β starts at 0).
 pub fn init_steps(

@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/optimizer.wgsl`.
 
 use crate::error::{Error, Result};
-use crate::gpu::optimizer::{Rule, Update};
+use crate::kernel::optimizer::{Rule, Update};
 
 /// One update of `w` from `grad` with state `m` (and `v` for Adam).
 pub fn step(

@@ -5,74 +5,14 @@
 //! from bits, the fixed-point log2 and weights of the sweep, and the 1024-bin histogram of k.
 //! Every function here is integer arithmetic, so both backends give the same bits.
 
-use std::sync::OnceLock;
-
 use rayon::prelude::*;
 
 use crate::affine::GroupRange;
 use crate::error::{Error, Result};
-
-/// Bins of the histogram of k = floor(16·log2 x): unit bins (1/16 octave) over 64 octaves.
-pub const BINS: usize = 1024;
-/// Histogram words: the bins, then the count of finite x ≤ 0, then of NaN and ±Inf, then padding.
-pub const HIST_WORDS: usize = BINS + 4;
-/// Word of the count of x ≤ 0 (zero level).
-pub const ZERO_WORD: usize = BINS;
-/// Word of the count of NaN and ±Inf.
-pub const NONFINITE_WORD: usize = BINS + 1;
-/// k of every positive subnormal: they sit below all normal floats (k(2^-126) = −2016) and
-/// below every level (levels are clamped to at least 2^-126).
-pub const K_SUBNORMAL: i32 = -2032;
-/// Fractional bits of the fixed-point log2 of the sweep.
-pub const LG_FRAC_BITS: u32 = 16;
-/// Fractional bits of the weights 2^(−i/16) of the sweep.
-pub const WEIGHT_FRAC_BITS: u32 = 30;
-
-/// Offsets of each table in [`WeqActTables::words`] (mirrored in weq_act.wgsl).
-pub const TABLE_THRESH: usize = 0;
-/// Start of the level mantissas.
-pub const TABLE_POW: usize = 16;
-/// Start of the Q30 weights.
-pub const TABLE_WEIGHT: usize = 32;
-/// Start of the Q16 log2 table (257 entries).
-pub const TABLE_LOG: usize = 48;
-/// Words of the tables.
-pub const TABLE_WORDS: usize = TABLE_LOG + 257;
-
-/// The lookup tables both backends read (the GPU from one storage buffer of these words).
-#[derive(Clone, Debug)]
-pub struct WeqActTables {
-    /// `[0, 16)`: mantissa thresholds T_i = ceil(2^23·(2^(i/16) − 1)) (T_0 = 0): the mantissa
-    /// M of x satisfies 1 + M/2^23 ≥ 2^(i/16) exactly when M ≥ T_i (2^(i/16) is irrational).
-    /// `[16, 32)`: bits of f32(2^(i/16)), correctly rounded (exponent field 127).
-    /// `[32, 48)`: round(2^30 · 2^(−i/16)).
-    /// `[48, 305)`: round(2^16 · log2(1 + i/256)), i = 0..=256.
-    pub words: Vec<u32>,
-}
-
-/// The tables, computed once in f64 (`tests/weq_activation.rs` checks every entry lies far
-/// from a rounding boundary, so no libm difference can change one).
-pub fn tables() -> &'static WeqActTables {
-    static TABLES: OnceLock<WeqActTables> = OnceLock::new();
-    TABLES.get_or_init(|| {
-        let mut words = vec![0u32; TABLE_WORDS];
-        for i in 0..16 {
-            let p = (i as f64 / 16.0).exp2();
-            words[TABLE_THRESH + i] = if i == 0 {
-                0
-            } else {
-                ((p - 1.0) * 8_388_608.0).ceil() as u32
-            };
-            words[TABLE_POW + i] = (p as f32).to_bits();
-            words[TABLE_WEIGHT + i] =
-                ((-(i as f64) / 16.0).exp2() * 1_073_741_824.0).round() as u32;
-        }
-        for i in 0..=256 {
-            words[TABLE_LOG + i] = ((1.0 + i as f64 / 256.0).log2() * 65_536.0).round() as u32;
-        }
-        WeqActTables { words }
-    })
-}
+pub use crate::kernel::weq_act::{
+    BINS, HIST_WORDS, K_SUBNORMAL, LG_FRAC_BITS, NONFINITE_WORD, TABLE_LOG, TABLE_POW,
+    TABLE_THRESH, TABLE_WEIGHT, TABLE_WORDS, WEIGHT_FRAC_BITS, WeqActTables, ZERO_WORD, tables,
+};
 
 /// Whether the bits are a positive value (sign clear, not +0) that is not NaN or +Inf.
 #[inline]

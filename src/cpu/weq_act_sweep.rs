@@ -17,61 +17,7 @@ use super::weq_act_histogram::{
     BINS, HIST_WORDS, NONFINITE_WORD, TABLE_WEIGHT, WEIGHT_FRAC_BITS, ZERO_WORD, k_lo, lg, tables,
 };
 use crate::error::{Error, Result};
-
-/// Offsets tried per half step: o = k_lo + 17 + t, t in 0..1024. The lowest keeps every level
-/// above the window's bin 0 (o − h > k_lo for h ≤ 16), so the values below the window, all
-/// counted in bin 0, go to the zero level under every pair, as the forward sends them; the
-/// highest, k_top + 17, sends everything to zero. So the range covers every offset at which
-/// some value of the batch lands on a non-zero level, except levels more than 63 octaves
-/// below the batch's maximum.
-pub const OFFSETS: u32 = 1024;
-/// Half steps h = 1..=16 (step 2h, log base 2^(2h/16)).
-pub const MAX_HALF_STEP: u32 = 16;
-/// (h, o) pairs; pair p has h = p / OFFSETS + 1 and t = p % OFFSETS.
-pub const PAIRS: u32 = MAX_HALF_STEP * OFFSETS;
-/// Lowest offset above the window bottom k_lo.
-pub const OFFSET_MARGIN: i32 = 17;
-
-/// The chosen quantizer and its score; mirrors `WeqActResult` in weq_act.wgsl. The forward
-/// kernel reads `step` and `offset` from it on the device.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct WeqActResult {
-    /// Step 2h of the log domain, in sixteenths of an octave.
-    pub step: u32,
-    /// Offset o: level 1 is 2^(o/16).
-    pub offset: i32,
-    /// Low word of the fixed-point score Σ_j w_j·n_j·D_j.
-    pub score_lo: u32,
-    /// High word.
-    pub score_hi: u32,
-    /// Positive finite elements N.
-    pub positive: u32,
-    /// Finite elements ≤ 0.
-    pub zero: u32,
-    /// NaN and ±Inf elements.
-    pub nonfinite: u32,
-    /// k = floor(16·log2 max x) of the batch (0 when nothing is positive).
-    pub k_top: i32,
-}
-const _: () = assert!(std::mem::size_of::<WeqActResult>() == 32);
-
-impl WeqActResult {
-    /// The fixed-point score.
-    pub fn score(&self) -> u64 {
-        u64::from(self.score_lo) | (u64::from(self.score_hi) << 32)
-    }
-
-    /// S = −Σ_j r_j·P_j·ln P_j of the chosen pair (units of x), from the score.
-    pub fn entropy(&self) -> f64 {
-        if self.positive == 0 {
-            return 0.0;
-        }
-        let scale = f64::from(self.k_top + 16) / 16.0;
-        std::f64::consts::LN_2 * scale.exp2() * self.score() as f64
-            / (f64::from(self.positive) * 65_536.0)
-    }
-}
+pub use crate::kernel::weq_act::{MAX_HALF_STEP, OFFSET_MARGIN, OFFSETS, PAIRS, WeqActResult};
 
 /// Exclusive prefix sums of the bins (`BINS + 1` entries).
 pub fn prefix(hist: &[u32]) -> Vec<u32> {

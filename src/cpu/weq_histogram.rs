@@ -6,11 +6,8 @@ use rayon::prelude::*;
 
 use crate::affine::GroupRange;
 use crate::error::{Error, Result};
+pub use crate::kernel::weq::{BIN_WORDS, PREFIX_WORDS};
 
-/// Words per bin: count, low and high word of the fixed-point Σt².
-pub const BIN_WORDS: usize = 3;
-/// Words per prefix entry ([`Prefix`]).
-pub const PREFIX_WORDS: usize = 2;
 /// Smallest span exponent (`WEQ_EXP_MIN` in the WGSL).
 pub const EXP_MIN: i32 = -100;
 /// Threads per workgroup of the scan, whose order the twin follows.

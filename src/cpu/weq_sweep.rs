@@ -8,20 +8,7 @@ use rayon::prelude::*;
 use super::weq_histogram::{Prefix, bin_width, span_exponent};
 use crate::affine::GroupRange;
 use crate::error::{Error, Result};
-
-/// Per-group outcome of a sweep; mirrors `WeqInfo` in the WGSL.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct WeqInfo {
-    /// Weighted entropy S of the group (units of w²), as the sweep computed it.
-    pub entropy: f32,
-    /// Sweeps run (the last one moved nothing, unless the cap was reached).
-    pub sweeps: u32,
-    /// Non-empty magnitude clusters.
-    pub clusters: u32,
-    pub _pad: u32,
-}
-const _: () = assert!(std::mem::size_of::<WeqInfo>() == 16);
+pub use crate::kernel::weq::WeqInfo;
 
 /// Most magnitude clusters (8 bits).
 pub const MAX_CLUSTERS: usize = 128;

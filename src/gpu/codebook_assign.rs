@@ -9,8 +9,8 @@ use super::segments::{
 };
 use super::tensor::{ElemType, GpuTensor};
 use crate::affine::AffineSegment;
-use crate::cpu::codebook_assign::table_len;
 use crate::error::Result;
+use crate::kernel::codebook::table_len;
 
 /// The composed WGSL of this kernel.
 pub const SHADER: Shader = Shader {

@@ -14,8 +14,8 @@ use super::minmax;
 use super::segments::AFFINE_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use super::tiles::{TILES_WGSL, TileChunk, TileParams, TilePlan, window_for};
-use crate::cpu::discretize::{SearchSpec, SearchState};
 use crate::error::{Error, Result};
+use crate::kernel::discretize::{SearchSpec, SearchState};
 
 /// The composed WGSL of this kernel family.
 pub const SHADER: Shader = Shader {

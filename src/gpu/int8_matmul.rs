@@ -10,8 +10,8 @@ use super::dispatch::{COMMON_WGSL, PipelineOptions, Shader, WORKGROUP_SIZE, wind
 use super::qmatmul::BITSTREAM_WGSL;
 use super::requantize::FIXED_POINT_WGSL;
 use super::tensor::{ElemType, GpuTensor};
-use crate::cpu::int8_matmul::Int8Layer;
 use crate::error::{Error, Result};
+use crate::kernel::int8_matmul::Int8Layer;
 use crate::requant::OutputQuant;
 
 /// The composed WGSL of this kernel.

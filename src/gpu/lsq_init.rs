@@ -8,6 +8,7 @@ use super::lsq::LsqConfig;
 use super::tensor::{ElemType, GpuTensor};
 use super::tiles::{TILES_WGSL, TileParams, TilePlan, shared_windows};
 use crate::error::{Error, Result};
+pub use crate::kernel::lsq::StepInit;
 
 /// The composed WGSL of this kernel family.
 pub const SHADER: Shader = Shader {
@@ -35,15 +36,6 @@ pub struct LsqInitParams {
     pub num_groups: u32,
 }
 const _: () = assert!(std::mem::size_of::<LsqInitParams>() == 64);
-
-/// How a step is initialised from the values it will quantize.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StepInit {
-    /// LSQ: s = 2·mean|v|/√QP.
-    Lsq,
-    /// LSQ+ for weights: s = max(|μ − 3σ|, |μ + 3σ|)/2^(b−1).
-    LsqPlusWeights,
-}
 
 /// Records the initial (s, β = 0) of every group of `group_len` elements of `v`.
 #[allow(clippy::too_many_arguments)]

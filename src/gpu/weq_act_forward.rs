@@ -1,6 +1,6 @@
 //! Launcher for `shaders/weq_act_forward.wgsl`: the elementwise fake-quant forward of the
 //! weighted-entropy log quantizer of activations (ReLU merged), with step and offset read
-//! from a [`WeqActResult`](crate::cpu::weq_act_sweep::WeqActResult) record on the device, so
+//! from a [`WeqActResult`](crate::kernel::weq_act::WeqActResult) record on the device, so
 //! calibration and forward can share one command stream. CPU twin:
 //! `src/cpu/weq_act_forward.rs`.
 

@@ -10,8 +10,8 @@ use super::elementwise::for_each_chunk;
 use super::segments::AFFINE_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use super::tiles::window_for;
-use crate::cpu::weq_act_histogram::{HIST_WORDS, tables};
 use crate::error::{Error, Result};
+use crate::kernel::weq_act::{HIST_WORDS, tables};
 
 /// `shaders/weq_act.wgsl`: numerics shared by the activation kernels.
 pub(crate) const WEQ_ACT_WGSL: &str = include_str!("../../shaders/weq_act.wgsl");

@@ -8,9 +8,8 @@ use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE};
 use super::segments::AFFINE_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use super::weq_act_histogram::{TABLES_BINDING, WEQ_ACT_WGSL, bind_whole, tables_buffer};
-use crate::cpu::weq_act_histogram::HIST_WORDS;
-use crate::cpu::weq_act_sweep::{PAIRS, WeqActResult};
 use crate::error::{Error, Result};
+use crate::kernel::weq_act::{HIST_WORDS, PAIRS, WeqActResult};
 
 /// The composed WGSL of this kernel family.
 pub const SHADER: Shader = Shader {

@@ -10,8 +10,8 @@ use super::dispatch::{COMMON_WGSL, Shader, WORKGROUP_SIZE};
 use super::segments::AFFINE_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use super::tiles::window_for;
-use crate::cpu::weq_histogram::{BIN_WORDS, PREFIX_WORDS};
 use crate::error::{Error, Result};
+use crate::kernel::weq::{BIN_WORDS, PREFIX_WORDS};
 
 /// `shaders/weq.wgsl`: the power-of-two histogram span shared by the WEQ weight kernels.
 pub(crate) const WEQ_WGSL: &str = include_str!("../../shaders/weq.wgsl");

@@ -11,9 +11,8 @@ use super::segments::AFFINE_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use super::tiles::window_for;
 use super::weq_histogram::WEQ_WGSL;
-use crate::cpu::weq_histogram::PREFIX_WORDS;
-use crate::cpu::weq_sweep::WeqInfo;
 use crate::error::{Error, Result};
+use crate::kernel::weq::{PREFIX_WORDS, WeqInfo};
 
 /// The composed WGSL of this kernel.
 pub const SHADER: Shader = Shader {

@@ -10,11 +10,11 @@ use crate::cpu::matmul::Mat;
 use crate::cpu::weq_act_sweep::WeqActResult;
 use crate::error::{Error, Result};
 use crate::gpu::lsq::{LsqConfig, LsqGrads};
-use crate::gpu::lsq_init::StepInit;
 use crate::gpu::matmul::Operand;
-use crate::gpu::optimizer::Update;
 use crate::gpu::softmax_xent::XentOut;
 use crate::gpu::{self, Context, ElemType, GpuTensor};
+use crate::kernel::lsq::StepInit;
+use crate::kernel::optimizer::Update;
 use crate::quant::uniform::{Calibration, UniformConfig};
 use crate::quant::weq::activation::{self, WeqActBuffers};
 

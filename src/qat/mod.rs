@@ -14,9 +14,8 @@ use rand::seq::SliceRandom;
 use rand_distr::{Distribution, Uniform};
 
 use crate::error::{Error, Result};
-use crate::gpu::lsq::LsqConfig;
-use crate::gpu::lsq_init::StepInit;
-use crate::gpu::optimizer::{Rule, Update};
+use crate::kernel::lsq::{LsqConfig, StepInit};
+use crate::kernel::optimizer::{Rule, Update};
 use crate::quant::weq::WeqActivation;
 use data::Dataset;
 use engine::{Engine, LsqBackward, QuantState};

@@ -10,14 +10,15 @@
 //! ladder `m·r` (`m = max|w|`), the search's own rounding; the pad's threshold is +inf, so
 //! the pad code is never produced and every value keeps the code of its nearest real level.
 
-use crate::cpu::discretize::{self as twin, Ladder, SearchSpec, SearchState};
+use crate::cpu::discretize::{self as twin, Ladder};
 use crate::error::{Error, Result};
 use crate::format::{Encoding, Granularity, QuantizedTensor};
 use crate::gpu::{self, GpuTensor};
+use crate::kernel::discretize::{SearchSpec, SearchState};
 
 use super::{Backend, check_finite, codebook};
 
-pub use crate::cpu::discretize::Partition;
+pub use crate::kernel::discretize::Partition;
 
 /// Default candidates per round: C + 1 = 64, so the refined grid contains its centre.
 pub const DEFAULT_CANDIDATES: u32 = 63;

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::Backend;
 use super::discretize::{self, DEFAULT_CANDIDATES, DEFAULT_ROUNDS, Partition};
-use crate::cpu::discretize::SearchSpec;
 use crate::error::Result;
+use crate::kernel::discretize::SearchSpec;
 
 /// Length of each study vector.
 pub const STUDY_LEN: usize = 10_000;

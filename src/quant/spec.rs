@@ -10,8 +10,8 @@ use super::discretize::DiscretizeConfig;
 use super::kmeans::KmeansInit;
 use super::uniform::{Calibration, UniformConfig};
 use crate::affine::{AffineMode, AffineScheme};
-use crate::cpu::discretize::Partition;
 use crate::format::Granularity;
+use crate::kernel::discretize::Partition;
 
 /// A method's settings as written; unset fields fall back to defaults (see [`MethodArgs::over`]).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
