@@ -53,9 +53,10 @@ pub struct PlanItem {
     pub block_elems: usize,
     /// Whether a streaming pre-pass over the tensor gathers each group's range first, so its
     /// blocks, cut inside groups, are quantized with the fixed parameters of whole groups:
-    /// uniform minmax/absmax methods whose group (a row for per-channel, the tensor for
-    /// per-tensor) is larger than the block. Other calibrations, codebooks and dc need a whole
-    /// group's values at once: such a group stays one block however large.
+    /// uniform minmax/absmax methods whose blocks of whole groups (rows for per-channel, the
+    /// tensor for per-tensor) would be larger than the block. Other calibrations, codebooks
+    /// and dc need a whole group's values at once: such a group stays in one block however
+    /// large (the plan table lists those tensors).
     pub prepass: bool,
 }
 
@@ -164,13 +165,14 @@ fn piece_elems(numel: usize, bits: u32, block_bytes: usize) -> usize {
     (block_bytes / 4 / unit * unit).max(unit).min(numel.max(1))
 }
 
-/// Why a quantized item larger than a block is held whole, if it is.
+/// Why a quantized item is streamed in blocks larger than the block, if it is: its method
+/// needs all of a group at once, and a group (or the fewest whole groups whose codes end on a
+/// word) is larger.
 fn held_whole(item: &PlanItem, block_bytes: usize) -> Option<String> {
     let Action::Quantize(m) = &item.action else {
         return None;
     };
-    let numel = item.tensor.numel();
-    if item.prepass || item.block_elems < numel || numel.saturating_mul(4) <= block_bytes {
+    if item.prepass || item.block_elems <= piece_elems(item.tensor.numel(), m.bits(), block_bytes) {
         return None;
     }
     Some(match m {
@@ -293,14 +295,7 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
                     crate::format::Granularity::Group(g) if m.row_separable() => Some(g),
                     _ => None,
                 };
-                // A uniform minmax/absmax group larger than the block is cut anywhere instead,
-                // its range gathered by a pre-pass (see `PlanItem::prepass`).
-                let group_len = m.granularity().group_len(&t.shape)?;
-                let prepass = matches!(m, Method::Uniform(c) if c.range_is_minmax())
-                    && group_len > opts.block_bytes / 4;
-                let block = if prepass {
-                    piece_elems(t.numel(), m.bits(), opts.block_bytes)
-                } else if !m.row_separable() || t.shape.is_empty() {
+                let clean = if !m.row_separable() || t.shape.is_empty() {
                     t.numel()
                 } else if t.shape.len() >= 2 {
                     block_elems(rows, row_len, m.bits(), opts.block_bytes, group)
@@ -310,7 +305,14 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
                     // 1-D per-channel: every element is its own group (a row of one).
                     block_elems(rows, 1, m.bits(), opts.block_bytes, None)
                 };
-                (parts, block, prepass)
+                // Uniform minmax/absmax blocks of whole groups larger than the block (a wide
+                // row, a per-tensor tensor) are cut anywhere instead, the ranges gathered by
+                // a pre-pass (see `PlanItem::prepass`). Only groups of more than block / 32
+                // elements get there, so the ranges stay small.
+                let piece = piece_elems(t.numel(), m.bits(), opts.block_bytes);
+                let prepass =
+                    matches!(m, Method::Uniform(c) if c.range_is_minmax()) && clean > piece;
+                (parts, if prepass { piece } else { clean }, prepass)
             }
         };
         items.push(PlanItem {
@@ -404,8 +406,8 @@ impl Plan {
             .collect();
         if !prepass.is_empty() {
             s += &format!(
-                "{} tensor(s) with a group larger than a block ({mib:.2} MiB of f32) are read twice, \
-                 ranges first, then quantized in blocks cut inside groups: {}\n",
+                "{} tensor(s) are read twice, ranges first, then quantized in blocks of \
+                 {mib:.2} MiB of f32 cut inside groups (whole groups would not fit): {}\n",
                 prepass.len(),
                 name_list(&prepass)
             );
@@ -416,9 +418,9 @@ impl Plan {
             .filter_map(|i| {
                 held_whole(i, self.block_bytes).map(|why| {
                     format!(
-                        "{} ({why}, {:.1} MiB of f32)",
+                        "{} ({why}, {:.1} MiB of f32 per block)",
                         i.tensor.name,
-                        i.tensor.numel() as f64 * 4.0 / (1 << 20) as f64
+                        i.block_elems as f64 * 4.0 / (1 << 20) as f64
                     )
                 })
             })
@@ -426,8 +428,8 @@ impl Plan {
         if !whole.is_empty() {
             let names: Vec<&str> = whole.iter().map(String::as_str).collect();
             s += &format!(
-                "{} tensor(s) larger than a block are held whole in memory, their method needing \
-                 all of a group at once: {}\n",
+                "{} tensor(s) are held in memory in blocks of whole groups larger than a block, \
+                 their method needing all of a group at once: {}\n",
                 whole.len(),
                 name_list(&names)
             );

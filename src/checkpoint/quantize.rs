@@ -4,8 +4,8 @@
 //! error. Bounded channels hold at most one block between stages, so reading, compute and
 //! writing overlap while memory stays a few blocks, whatever the checkpoint's size.
 //!
-//! A uniform minmax/absmax tensor whose group (row or whole tensor) is larger than a block is
-//! read twice: the reader first gathers every group's range block by block, the compute
+//! A uniform minmax/absmax tensor whose blocks of whole groups would be larger than a block
+//! (a wide row, a big per-tensor tensor) is read twice: the reader first gathers every group's range block by block, the compute
 //! stage turns the ranges into (scale, zero point), and the blocks, cut inside groups, are
 //! quantized with those fixed parameters; the writer stores each group's parameters once.
 //! Methods needing all of a group's values at once (percentile, MSE, codebooks, dc) get the
