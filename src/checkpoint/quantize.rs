@@ -5,9 +5,10 @@
 //! writing overlap while memory stays a few blocks, whatever the checkpoint's size.
 //!
 //! A uniform minmax/absmax tensor whose blocks of whole groups would be larger than a block
-//! (a wide row, a big per-tensor tensor) is read twice: the reader first gathers every group's range block by block, the compute
-//! stage turns the ranges into (scale, zero point), and the blocks, cut inside groups, are
-//! quantized with those fixed parameters; the writer stores each group's parameters once.
+//! (a wide row, a big per-tensor tensor) is read twice: the reader first gathers every
+//! group's range block by block, the compute stage turns the ranges into (scale, zero point)
+//! on the backend, and the blocks, cut inside groups, are quantized with those fixed
+//! parameters; the writer stores each group's parameters once.
 //! Methods needing all of a group's values at once (percentile, MSE, codebooks, dc) get the
 //! whole group as one block, so their memory grows with the largest group.
 
