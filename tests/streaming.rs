@@ -26,28 +26,8 @@ fn gpu_turn() -> std::sync::MutexGuard<'static, ()> {
     GPU_TURN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn value(i: usize, salt: u64) -> f32 {
-    let x = ((i as u64) ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-    x as f32 / (1u64 << 23) as f32 - 1.0
-}
-
 fn tensor(dtype: Dtype, shape: &[usize], salt: u64) -> OutTensor<'static> {
-    let n: usize = shape.iter().product();
-    let data: Vec<u8> = (0..n)
-        .flat_map(|i| {
-            let v = value(i, salt);
-            match dtype {
-                Dtype::BF16 => half::bf16::from_f32(v).to_le_bytes().to_vec(),
-                Dtype::F16 => half::f16::from_f32(v).to_le_bytes().to_vec(),
-                _ => v.to_le_bytes().to_vec(),
-            }
-        })
-        .collect();
-    OutTensor {
-        dtype,
-        shape: shape.to_vec(),
-        data: Cow::Owned(data),
-    }
+    common::hashed_tensor(dtype, shape, salt, 0.0)
 }
 
 /// Awkward shapes: rows that no block divides, a 3-D tensor, one long row per channel, a

@@ -48,8 +48,16 @@ pub struct PlanItem {
     pub outputs: Vec<PartSpec>,
     /// Elements per streamed block: whole rows (slices along axis 0) while a row fits the
     /// block, else, for per-group methods, a run of whole groups cut across rows (see
-    /// [`PlanItem::block_shape`]); the whole tensor when it cannot be split.
+    /// [`PlanItem::block_shape`]); runs of elements cut inside groups at code-word boundaries
+    /// when [`PlanItem::prepass`]; the whole tensor when it cannot be split.
     pub block_elems: usize,
+    /// Whether a streaming pre-pass over the tensor gathers each group's range first, so its
+    /// blocks, cut inside groups, are quantized with the fixed parameters of whole groups:
+    /// uniform minmax/absmax methods whose blocks of whole groups (rows for per-channel, the
+    /// tensor for per-tensor) would be larger than the block. Other calibrations, codebooks
+    /// and dc need a whole group's values at once: such a group stays in one block however
+    /// large (the plan table lists those tensors).
+    pub prepass: bool,
 }
 
 impl PlanItem {
@@ -97,6 +105,8 @@ pub struct Plan {
     pub items: Vec<PlanItem>,
     /// Item index ranges of each output shard.
     pub shards: Vec<std::ops::Range<usize>>,
+    /// Input f32 bytes per streamed block the plan was made for.
+    pub block_bytes: usize,
 }
 
 /// Settings the plan follows.
@@ -145,6 +155,31 @@ fn block_elems(
         }
         _ => block_rows(rows, row_len, bits, block_bytes) * row_len.max(1),
     }
+}
+
+/// Elements per block of a tensor of `numel` elements with `bits`-bit codes cut anywhere
+/// (inside groups): the most that fit `block_bytes` of f32, a multiple of the elements after
+/// which codes end on a word boundary.
+fn piece_elems(numel: usize, bits: u32, block_bytes: usize) -> usize {
+    let unit = 32 / gcd(bits as usize % 32, 32).max(1);
+    (block_bytes / 4 / unit * unit).max(unit).min(numel.max(1))
+}
+
+/// Why a quantized item is streamed in blocks larger than the block, if it is: its method
+/// needs all of a group at once, and a group (or the fewest whole groups whose codes end on a
+/// word) is larger.
+fn held_whole(item: &PlanItem, block_bytes: usize) -> Option<String> {
+    let Action::Quantize(m) = &item.action else {
+        return None;
+    };
+    if item.prepass || item.block_elems <= piece_elems(item.tensor.numel(), m.bits(), block_bytes) {
+        return None;
+    }
+    Some(match m {
+        Method::Uniform(c) => format!("{} calibration", c.calibration.label()),
+        Method::DeepCompression(_) => "dc".into(),
+        _ => "a codebook".into(),
+    })
 }
 
 /// What happens to `t` and which rule said so.
@@ -230,8 +265,8 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
         };
         let rows = t.shape.first().copied().unwrap_or(1);
         let row_len = t.numel() / rows.max(1);
-        let (outputs, block) = match &action {
-            Action::Keep(_) => (vec![whole], t.numel()),
+        let (outputs, block, prepass) = match &action {
+            Action::Keep(_) => (vec![whole], t.numel(), false),
             Action::Half(h) => {
                 let dtype = if *h == Half::F16 {
                     Dtype::F16
@@ -242,6 +277,7 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
                 (
                     vec![PartSpec { dtype, ..whole }],
                     block_elems(rows, row_len, 32, opts.block_bytes, Some(1)),
+                    false,
                 )
             }
             Action::Quantize(m) => {
@@ -259,16 +295,24 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
                     crate::format::Granularity::Group(g) if m.row_separable() => Some(g),
                     _ => None,
                 };
-                let block = if m.row_separable() && (t.shape.len() >= 2 || group.is_some()) {
-                    if t.shape.len() >= 2 {
-                        block_elems(rows, row_len, m.bits(), opts.block_bytes, group)
-                    } else {
-                        block_elems(1, t.numel(), m.bits(), opts.block_bytes, group)
-                    }
-                } else {
+                let clean = if !m.row_separable() || t.shape.is_empty() {
                     t.numel()
+                } else if t.shape.len() >= 2 {
+                    block_elems(rows, row_len, m.bits(), opts.block_bytes, group)
+                } else if group.is_some() {
+                    block_elems(1, t.numel(), m.bits(), opts.block_bytes, group)
+                } else {
+                    // 1-D per-channel: every element is its own group (a row of one).
+                    block_elems(rows, 1, m.bits(), opts.block_bytes, None)
                 };
-                (parts, block)
+                // Uniform minmax/absmax blocks of whole groups larger than the block (a wide
+                // row, a per-tensor tensor) are cut anywhere instead, the ranges gathered by
+                // a pre-pass (see `PlanItem::prepass`). Only groups of more than block / 32
+                // elements get there, so the ranges stay small.
+                let piece = piece_elems(t.numel(), m.bits(), opts.block_bytes);
+                let prepass =
+                    matches!(m, Method::Uniform(c) if c.range_is_minmax()) && clean > piece;
+                (parts, if prepass { piece } else { clean }, prepass)
             }
         };
         items.push(PlanItem {
@@ -277,12 +321,17 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
             rule,
             outputs,
             block_elems: block,
+            prepass,
         });
     }
     // Widest dtypes first keeps every tensor aligned to its element (safetensors' own order).
     items.sort_by_key(|i| std::cmp::Reverse(order_class(i)));
     let shards = split_shards(&items, opts.max_shard_bytes);
-    Ok(Plan { items, shards })
+    Ok(Plan {
+        items,
+        shards,
+        block_bytes: opts.block_bytes,
+    })
 }
 
 /// Consecutive items into shards of at most `max` bytes (an item larger than `max` alone).
@@ -348,8 +397,55 @@ impl Plan {
         {
             s += "entropy-coded parts (Huffman) are counted at their upper bound; the written size is smaller\n";
         }
+        let mib = self.block_bytes as f64 / (1 << 20) as f64;
+        let prepass: Vec<&str> = self
+            .items
+            .iter()
+            .filter(|i| i.prepass)
+            .map(|i| i.tensor.name.as_str())
+            .collect();
+        if !prepass.is_empty() {
+            s += &format!(
+                "{} tensor(s) are read twice, ranges first, then quantized in blocks of \
+                 {mib:.2} MiB of f32 cut inside groups (whole groups would not fit): {}\n",
+                prepass.len(),
+                name_list(&prepass)
+            );
+        }
+        let whole: Vec<String> = self
+            .items
+            .iter()
+            .filter_map(|i| {
+                held_whole(i, self.block_bytes).map(|why| {
+                    format!(
+                        "{} ({why}, {:.1} MiB of f32 per block)",
+                        i.tensor.name,
+                        i.block_elems as f64 * 4.0 / (1 << 20) as f64
+                    )
+                })
+            })
+            .collect();
+        if !whole.is_empty() {
+            let names: Vec<&str> = whole.iter().map(String::as_str).collect();
+            s += &format!(
+                "{} tensor(s) are held in memory in blocks of whole groups larger than a block, \
+                 their method needing all of a group at once: {}\n",
+                whole.len(),
+                name_list(&names)
+            );
+        }
         s
     }
+}
+
+/// The first few of `names`, then how many more.
+fn name_list(names: &[&str]) -> String {
+    const SHOWN: usize = 4;
+    let mut s = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        s += &format!(" and {} more", names.len() - SHOWN);
+    }
+    s
 }
 
 /// Rejects an empty plan with a clear message.

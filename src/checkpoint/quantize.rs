@@ -3,6 +3,14 @@
 //! the chosen backend, and a writer thread appends the results to the output and measures the
 //! error. Bounded channels hold at most one block between stages, so reading, compute and
 //! writing overlap while memory stays a few blocks, whatever the checkpoint's size.
+//!
+//! A uniform minmax/absmax tensor whose blocks of whole groups would be larger than a block
+//! (a wide row, a big per-tensor tensor) is read twice: the reader first gathers every
+//! group's range block by block, the compute stage turns the ranges into (scale, zero point)
+//! on the backend, and the blocks, cut inside groups, are quantized with those fixed
+//! parameters; the writer stores each group's parameters once.
+//! Methods needing all of a group's values at once (percentile, MSE, codebooks, dc) get the
+//! whole group as one block, so their memory grows with the largest group.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,11 +26,12 @@ use super::report::{ErrorStats, Report, TensorReport, Totals};
 use super::rules::Rules;
 use super::source::Source;
 use super::writer::{Finished, StreamWriter, header_reserve};
+use crate::affine::{AffineSegment, GroupRange};
 use crate::error::{Error, Result};
-use crate::format::QuantizedTensor;
 use crate::format::disk::{self, PartSpec, TensorRecord};
+use crate::format::{QuantizedTensor, pack};
 use crate::quant::spec::{Half, MethodArgs};
-use crate::quant::{self, Backend};
+use crate::quant::{self, Backend, Method, uniform};
 
 /// Input f32 bytes per streamed row block by default.
 pub const DEFAULT_BLOCK_BYTES: usize = 64 << 20;
@@ -151,6 +160,9 @@ enum Block<'a> {
     Raw(&'a [u8]),
     /// Values as f32.
     Values(Vec<f32>),
+    /// Every group's range, from the pre-pass of a [`PlanItem::prepass`] item; comes before
+    /// its blocks and is not one of them.
+    Ranges(Vec<GroupRange>),
 }
 
 struct ReadBlock<'a> {
@@ -168,6 +180,28 @@ enum Out<'a> {
         qt: QuantizedTensor,
         values: Vec<f32>,
     },
+    /// A block of a pre-pass item, quantized with its groups' fixed parameters.
+    Piece(Piece),
+}
+
+/// A block cut inside groups, with the parameters of the groups it touches.
+struct Piece {
+    codes: Vec<u32>,
+    values: Vec<f32>,
+    /// Scales and zero points of the groups it touches, from group `first_group` on.
+    scale: Vec<f32>,
+    zero: Vec<i32>,
+    first_group: usize,
+    /// How its elements fall in those groups.
+    seg: AffineSegment,
+}
+
+/// The parameters of a pre-pass item's groups, for its blocks.
+struct Fixed {
+    item: usize,
+    group_len: usize,
+    scale: Vec<f32>,
+    zero: Vec<i32>,
 }
 
 struct WriteBlock<'a> {
@@ -214,6 +248,18 @@ fn read_all<'a>(source: &'a Source, plan: &'a Plan, tx: SyncSender<Result<ReadBl
     for (i, item) in plan.items.iter().enumerate() {
         let data = source.data(&item.tensor);
         let elem = item.tensor.dtype.bitsize() / 8;
+        if item.prepass {
+            let ranges = prepass_ranges(source, item, data);
+            let failed = ranges.is_err();
+            let read = ranges.map(|r| ReadBlock {
+                item: i,
+                elems: 0..0,
+                block: Block::Ranges(r),
+            });
+            if tx.send(read).is_err() || failed {
+                return;
+            }
+        }
         for elems in item.blocks() {
             let bytes =
                 &data[(elems.start * elem).min(data.len())..(elems.end * elem).min(data.len())];
@@ -239,6 +285,28 @@ fn read_all<'a>(source: &'a Source, plan: &'a Plan, tx: SyncSender<Result<ReadBl
             }
         }
     }
+}
+
+/// Every group's range of a pre-pass item, from its blocks converted one at a time (each
+/// block's mapped pages released after use, so memory stays one block); fails on the first
+/// non-finite value with its index in the whole tensor, as the unsplit read does.
+fn prepass_ranges(source: &Source, item: &PlanItem, data: &[u8]) -> Result<Vec<GroupRange>> {
+    let Action::Quantize(m) = &item.action else {
+        return Err(Error::param(
+            "pipeline",
+            "pre-pass of an item not quantized",
+        ));
+    };
+    let group_len = m.granularity().group_len(&item.tensor.shape)?;
+    let mut ranges = vec![GroupRange::EMPTY; item.tensor.numel() / group_len];
+    let elem = item.tensor.dtype.bitsize() / 8;
+    for elems in item.blocks() {
+        let bytes = &data[(elems.start * elem).min(data.len())..(elems.end * elem).min(data.len())];
+        let values = to_values(source, item, bytes, elems.start)?;
+        source.shard(&item.tensor).release(bytes);
+        crate::cpu::minmax::widen_ranges(&values, elems.start, group_len, &mut ranges)?;
+    }
+    Ok(ranges)
 }
 
 /// Converts F32/F16/BF16 bytes to f32, failing on the first non-finite value with its index
@@ -279,10 +347,35 @@ fn compute_all<'a>(
     rx: Receiver<Result<ReadBlock<'a>>>,
     tx: SyncSender<WriteBlock<'a>>,
 ) -> Result<()> {
+    let mut fixed: Option<Fixed> = None;
     for read in rx {
         let ReadBlock { item, elems, block } = read?;
         let it = &plan.items[item];
         let out = match (&it.action, block) {
+            (Action::Quantize(Method::Uniform(c)), Block::Ranges(ranges)) => {
+                let (scale, zero) = uniform::params_from_ranges(backend, &c.scheme, &ranges)
+                    .map_err(|e| source.tensor_error(&it.tensor, e.to_string()))?;
+                fixed = Some(Fixed {
+                    item,
+                    group_len: it.tensor.numel() / ranges.len().max(1),
+                    scale,
+                    zero,
+                });
+                continue;
+            }
+            (_, Block::Ranges(_)) => {
+                return Err(Error::param("pipeline", "ranges of a method without them"));
+            }
+            (Action::Quantize(Method::Uniform(c)), Block::Values(v)) if it.prepass => {
+                let f = fixed
+                    .as_ref()
+                    .filter(|f| f.item == item)
+                    .ok_or_else(|| Error::param("pipeline", "a block came before its ranges"))?;
+                Out::Piece(
+                    quantize_piece(backend, c, f, &elems, v)
+                        .map_err(|e| source.tensor_error(&it.tensor, e.to_string()))?,
+                )
+            }
             (_, Block::Raw(bytes)) => Out::Raw(bytes),
             (Action::Half(h), Block::Values(v)) => {
                 let dtype = if *h == Half::F16 {
@@ -322,6 +415,32 @@ fn compute_all<'a>(
         }
     }
     Ok(())
+}
+
+/// Quantizes block `elems` of a pre-pass item with its groups' fixed parameters `f`.
+fn quantize_piece(
+    backend: &Backend<'_>,
+    c: &uniform::UniformConfig,
+    f: &Fixed,
+    elems: &std::ops::Range<usize>,
+    values: Vec<f32>,
+) -> Result<Piece> {
+    let first_group = elems.start / f.group_len;
+    let end_group = (elems.end.max(elems.start + 1) - 1) / f.group_len + 1;
+    let (scale, zero) = (
+        f.scale[first_group..end_group].to_vec(),
+        f.zero[first_group..end_group].to_vec(),
+    );
+    let seg = c.piece_segment(elems.start, elems.len(), f.group_len);
+    let codes = uniform::quantize_piece(backend, &values, &scale, &zero, &seg)?;
+    Ok(Piece {
+        codes,
+        values,
+        scale,
+        zero,
+        first_group,
+        seg,
+    })
 }
 
 /// Writer stage: streams each item's outputs into its shard, the codes part block by block and
@@ -384,6 +503,8 @@ fn write_item<'a>(
         seconds: 0.0,
         bytes: item.bytes_out() as u64,
     };
+    // Groups whose parameters are written: blocks cut inside groups share a group's.
+    let mut groups_done = 0;
     for _ in 0..item.blocks().count() {
         let b = next_block(rx, index, item)?;
         match b.out {
@@ -396,6 +517,27 @@ fn write_item<'a>(
                     buf.extend_from_slice(&p.data);
                 }
                 g.err.add(&block_error(&qt, &values)?);
+            }
+            Out::Piece(p) => {
+                w.write(&pack::words_to_bytes(&p.codes))?;
+                let new = groups_done.max(p.first_group) - p.first_group;
+                for (buf, spec) in rest.iter_mut().zip(&item.outputs[1..]) {
+                    let bytes = disk::affine_param_bytes(
+                        &item.tensor.name,
+                        &spec.name,
+                        &p.scale[new.min(p.scale.len())..],
+                        &p.zero[new.min(p.zero.len())..],
+                    )
+                    .ok_or_else(|| {
+                        Error::param("pipeline", format!("part '{}' of a piece", spec.name))
+                    })?;
+                    buf.extend_from_slice(&bytes);
+                }
+                groups_done = groups_done.max(p.first_group + p.scale.len());
+                let (signal, noise) = crate::cpu::dequantize::squared_error(
+                    &p.codes, &p.values, &p.scale, &p.zero, &p.seg,
+                )?;
+                g.err.add(&ErrorStats { signal, noise });
             }
         }
         tick(progress, item, &b.elems);

@@ -34,6 +34,44 @@ pub fn group_ranges(x: &[f32], group_len: usize) -> Result<Vec<GroupRange>> {
     })
 }
 
+/// Widens `ranges` (one per group of `group_len` elements of the whole tensor) by `x`, the
+/// elements `first..first + x.len()` of that tensor: a group's range gathered over pieces is
+/// the one [`group_ranges`] gives for the whole group (min and max are exact in any order).
+pub fn widen_ranges(
+    x: &[f32],
+    first: usize,
+    group_len: usize,
+    ranges: &mut [GroupRange],
+) -> Result<()> {
+    if group_len == 0 || (first + x.len()).div_ceil(group_len) > ranges.len() {
+        return Err(Error::param(
+            "minmax",
+            format!(
+                "elements {first}..{} in groups of {group_len} pass {} ranges",
+                first + x.len(),
+                ranges.len()
+            ),
+        ));
+    }
+    let fold = |c: &[f32]| c.iter().fold(GroupRange::EMPTY, |r, &v| r.push(v));
+    let mut i = 0;
+    while i < x.len() {
+        let g = (first + i) / group_len;
+        let end = ((g + 1) * group_len - first).min(x.len());
+        let run = &x[i..end];
+        let r = if run.len() >= TASK_ELEMS {
+            run.par_chunks(TASK_ELEMS)
+                .map(fold)
+                .reduce(|| GroupRange::EMPTY, GroupRange::merge)
+        } else {
+            fold(run)
+        };
+        ranges[g] = ranges[g].merge(r);
+        i = end;
+    }
+    Ok(())
+}
+
 /// `state ← batch` when `first`, else `state ← state + momentum·(batch − state)` per group.
 pub fn ema_update(
     batch: &[GroupRange],

@@ -144,6 +144,17 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The bytes of `part`, a scale or zero-point part of tensor `name`, holding `scale` or
+/// `zero`: for affine parameters written apart from their codes (a tensor quantized in
+/// pieces); `None` for any other part.
+pub fn affine_param_bytes(name: &str, part: &str, scale: &[f32], zero: &[i32]) -> Option<Vec<u8>> {
+    match part.strip_prefix(name)? {
+        SCALE => Some(f32_bytes(scale)),
+        ZERO => Some(i32_bytes(zero)),
+        _ => None,
+    }
+}
+
 /// How a quantized tensor's values are decoded, as far as its stored parts are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartLayout {

@@ -97,6 +97,22 @@ impl UniformConfig {
         self.granularity.group_len(shape)
     }
 
+    /// Whether a group's parameters depend on its minimum and maximum only (minmax, absmax),
+    /// so its range can be gathered over pieces of the group; percentile and MSE need every
+    /// value of the group at once.
+    pub fn range_is_minmax(&self) -> bool {
+        matches!(self.calibration, Calibration::MinMax | Calibration::AbsMax)
+    }
+
+    /// The segment of a piece of `len` elements starting at element `first` of a tensor
+    /// grouped by `group_len`, its parameters indexed from its first group.
+    pub fn piece_segment(&self, first: usize, len: usize, group_len: usize) -> AffineSegment {
+        AffineSegment {
+            group_phase: (first % group_len) as u32,
+            ..self.segment(len, group_len)
+        }
+    }
+
     fn segment(&self, numel: usize, group_len: usize) -> AffineSegment {
         AffineSegment {
             src: 0,
@@ -282,6 +298,63 @@ pub fn quantize(
         },
         mask: None,
     })
+}
+
+/// (scale, zero point) of every range under `scheme` on `backend`: the device's
+/// `affine_params` kernel or its CPU twin, the same values `quantize` computes there from the
+/// same ranges, so a tensor quantized in pieces gets the parameters of its unsplit run.
+pub fn params_from_ranges(
+    backend: &Backend<'_>,
+    scheme: &AffineScheme,
+    ranges: &[GroupRange],
+) -> Result<(Vec<f32>, Vec<i32>)> {
+    match backend {
+        Backend::Gpu(ctx) => {
+            let groups = ranges.len();
+            let r = GpuTensor::upload(ctx, ranges, &[groups, 4], ElemType::U32)?;
+            let scale = GpuTensor::zeros(ctx, &[groups], ElemType::F32)?;
+            let zero = GpuTensor::zeros(ctx, &[groups], ElemType::I32)?;
+            ctx.run("affine_params", |enc| {
+                gpu::affine_params::encode(ctx, enc, scheme, &r, &scale, &zero)
+            })?;
+            Ok((scale.to_f32(ctx)?, zero.to_i32(ctx)?))
+        }
+        Backend::Cpu => Ok(cpu::affine_params::affine_params(scheme, ranges)),
+    }
+}
+
+/// Packed codes of `data`, a piece of a larger tensor, under fixed parameters: `seg` says
+/// how its elements fall in the groups of `scale` and `zero` (`group_phase` for a piece
+/// starting inside a group, `param` for its first group). Each code is the one the whole
+/// tensor's run gives, so pieces starting on a word boundary concatenate into its codes.
+pub fn quantize_piece(
+    backend: &Backend<'_>,
+    data: &[f32],
+    scale: &[f32],
+    zero: &[i32],
+    seg: &AffineSegment,
+) -> Result<Vec<u32>> {
+    if seg.src != 0 || seg.dst != 0 || seg.len as usize != data.len() {
+        return Err(Error::shape(
+            "quantize_piece",
+            format!("segment {seg:?} for {} values", data.len()),
+        ));
+    }
+    match backend {
+        Backend::Gpu(ctx) => {
+            let input = GpuTensor::from_f32(ctx, data, &[data.len()])?;
+            let s = GpuTensor::from_f32(ctx, scale, &[scale.len()])?;
+            let z = GpuTensor::from_i32(ctx, zero, &[zero.len()])?;
+            let codes = GpuTensor::zeros(ctx, &[seg.packed_words()], ElemType::U32)?;
+            gpu::quantize_pack::quantize_pack(ctx, &input, &codes, &s, &z, &[*seg])?;
+            codes.to_u32(ctx)
+        }
+        Backend::Cpu => {
+            let mut codes = vec![0u32; seg.packed_words()];
+            cpu::quantize_pack::quantize_pack(data, &mut codes, scale, zero, &[*seg])?;
+            Ok(codes)
+        }
+    }
 }
 
 /// Fake-quantizes host data (quantize then dequantize, in f32).

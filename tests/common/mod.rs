@@ -238,6 +238,38 @@ pub fn whole_segment(n: usize, group_len: usize, scheme: AffineScheme) -> Affine
     }
 }
 
+/// Element `i` of a hashed sequence in [−1, 1) keyed by `salt`: cheap seeded checkpoint data.
+pub fn hashed_value(i: usize, salt: u64) -> f32 {
+    let x = ((i as u64) ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    x as f32 / (1u64 << 23) as f32 - 1.0
+}
+
+/// A checkpoint tensor of [`hashed_value`]s plus `shift`, stored as `dtype` (F32, F16, BF16).
+pub fn hashed_tensor(
+    dtype: safetensors::Dtype,
+    shape: &[usize],
+    salt: u64,
+    shift: f32,
+) -> wgquant::checkpoint::file::OutTensor<'static> {
+    use safetensors::Dtype;
+    let n: usize = shape.iter().product();
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i| {
+            let v = hashed_value(i, salt) + shift;
+            match dtype {
+                Dtype::BF16 => half::bf16::from_f32(v).to_le_bytes().to_vec(),
+                Dtype::F16 => half::f16::from_f32(v).to_le_bytes().to_vec(),
+                _ => v.to_le_bytes().to_vec(),
+            }
+        })
+        .collect();
+    wgquant::checkpoint::file::OutTensor {
+        dtype,
+        shape: shape.to_vec(),
+        data: std::borrow::Cow::Owned(data),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Poisoned outputs and sentinels
 // ---------------------------------------------------------------------------------------------
