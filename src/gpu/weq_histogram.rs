@@ -61,18 +61,11 @@ const _: () = assert!(std::mem::size_of::<WeqHistogramParams>() == 48);
 /// Elements each thread bins (`ELEMS_PER_THREAD` in the WGSL).
 const ELEMS_PER_THREAD: u32 = 4;
 
-/// Most bins per group: 2^16 keeps the per-tensor optimum of S within 0.1% of the exact one.
-pub const MAX_BINS: u32 = 1 << 16;
+pub use crate::kernel::weq::{MAX_BINS, bins_for_group};
 
-/// Bins per group: 4 times the group length rounded up to a power of two (heavy tails crowd
-/// most values into the lowest bins), between 256 and [`MAX_BINS`], and no more than one
-/// storage binding holds. 4x rather than 16x: rows of up to 256 then fit the barrier-free
-/// one-thread-per-group sweep (5-14x faster per channel on llvmpipe) while S stays within
-/// 0.05% of the exact algorithm's on Gaussian rows of 256-1024 (16x: 0.013%).
+/// Bins per group: [`bins_for_group`], and no more than one storage binding holds.
 pub fn bins_for(ctx: &Context, group_len: usize) -> u32 {
-    let wanted = (4 * group_len as u64)
-        .next_power_of_two()
-        .clamp(256, u64::from(MAX_BINS));
+    let wanted = u64::from(bins_for_group(group_len));
     let fit = ctx.work_limits().max_binding_bytes / (4 * BIN_WORDS as u64 + 8);
     let fit = if fit == 0 {
         1

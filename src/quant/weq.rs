@@ -3,11 +3,14 @@
 //! maximise the weighted entropy S with importance w², levels ±sqrt(mean w²) of each cluster
 //! mirrored by sign, and codes from the cluster boundaries.
 //!
-//! The CPU runs the exact sort-based algorithm (`cpu::weq_exact`); the GPU builds a fine
-//! deterministic histogram of |w| (`weq_histogram`), sweeps the boundaries over its bins with
-//! every candidate evaluated in parallel (`weq_sweep`), and assigns codes by the boundaries
-//! (`codebook_assign`): all in one command stream ([`encode`]), or submitted in rounds that
-//! stop sweeping once every group has converged ([`run`], what [`solve`] uses).
+//! Both backends build a fine deterministic histogram of |w| (`weq_histogram`), sweep the
+//! boundaries over its bins with every candidate evaluated (`weq_sweep`), and assign codes by
+//! the boundaries (`codebook_assign`); the GPU records it in one command stream ([`encode`]),
+//! or submits it in rounds that stop sweeping once every group has converged ([`run`], what
+//! [`solve`] uses), the CPU runs the twins. The scores use `ln`, whose last bits differ
+//! between devices, so a near-tie between candidates may be settled apart: the S of the two
+//! partitions agree within the tests' bound, not always their bits. The exact sort-based
+//! algorithm (`cpu::weq_exact`, [`solve_exact`]) is the reference the tests measure S by.
 //!
 //! Activations: the log-domain quantizer of [`activation`].
 
@@ -238,7 +241,64 @@ pub fn run(
     })
 }
 
-/// Quantizes host data with WEQ on `backend`; `name` labels errors.
+/// Histogram words the CPU holds at once: groups are swept in batches of this many words.
+const CPU_BATCH_WORDS: usize = 1 << 22;
+
+/// The GPU's algorithm on the CPU twins, group batch by group batch: ranges, fine histogram,
+/// prefix sums, boundary sweeps. Each group is independent, so batching changes nothing.
+fn histogram_sweep_cpu(
+    data: &[f32],
+    group_len: usize,
+    bits: u32,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<WeqInfo>)> {
+    let ranges = cpu::minmax::group_ranges(data, group_len)?;
+    let bins = crate::kernel::weq::bins_for_group(group_len);
+    let per_batch = (CPU_BATCH_WORDS / (bins as usize * crate::kernel::weq::BIN_WORDS)).max(1);
+    let (mut levels, mut thresholds, mut info) = (Vec::new(), Vec::new(), Vec::new());
+    for (batch, r) in data
+        .chunks(per_batch * group_len)
+        .zip(ranges.chunks(per_batch))
+    {
+        let hist = cpu::weq_histogram::weq_histogram(batch, group_len, r, bins)?;
+        let prefix = cpu::weq_histogram::weq_scan(&hist, bins);
+        let (l, t, i) = cpu::weq_sweep::weq_sweep(&prefix, r, bins, bits, MAX_SWEEPS)?;
+        levels.extend(l);
+        thresholds.extend(t);
+        info.extend(i);
+    }
+    Ok((levels, thresholds, info))
+}
+
+/// The exact sort-based algorithm (`cpu::weq_exact`) on the CPU: the reference the
+/// histogram sweep of [`solve`] is measured against, with S in f64.
+pub fn solve_exact(name: &str, data: &[f32], shape: &[usize], cfg: &WeqConfig) -> Result<WeqOutput> {
+    check_finite(name, data)?;
+    let group_len = cfg.group_len(shape)?;
+    let (levels, thresholds, info) =
+        cpu::weq_exact::weq_exact(data, group_len, cfg.bits, MAX_SWEEPS)?;
+    let codes = codebook::assign(
+        &Backend::Cpu,
+        data,
+        shape,
+        cfg.granularity,
+        cfg.bits,
+        &thresholds,
+    )?;
+    finish(
+        data,
+        shape,
+        cfg,
+        group_len,
+        codes,
+        levels,
+        thresholds,
+        info.iter().map(|i| i.entropy).collect(),
+        info.iter().map(|i| i.sweeps).collect(),
+    )
+}
+
+/// Quantizes host data with WEQ on `backend` (the histogram sweep on either device, the same
+/// bits on both); `name` labels errors.
 pub fn solve(
     backend: &Backend<'_>,
     name: &str,
@@ -269,20 +329,34 @@ pub fn solve(
             )
         }
         Backend::Cpu => {
-            let (levels, thresholds, info) =
-                cpu::weq_exact::weq_exact(data, group_len, cfg.bits, MAX_SWEEPS)?;
+            let (levels, thresholds, info) = histogram_sweep_cpu(data, group_len, cfg.bits)?;
             let codes =
                 codebook::assign(backend, data, shape, cfg.granularity, cfg.bits, &thresholds)?;
             (
                 codes,
                 levels,
                 thresholds,
-                info.iter().map(|i| i.entropy).collect(),
+                info.iter().map(|i| f64::from(i.entropy)).collect(),
                 info.iter().map(|i| i.sweeps).collect(),
             )
         }
     };
-    let mut levels = levels;
+    finish(data, shape, cfg, group_len, codes, levels, thresholds, entropy, sweeps)
+}
+
+/// The WEQ output from a solve's tables: all-zero groups decode to 0, the tensor checked.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    data: &[f32],
+    shape: &[usize],
+    cfg: &WeqConfig,
+    group_len: usize,
+    codes: Vec<u32>,
+    mut levels: Vec<f32>,
+    thresholds: Vec<f32>,
+    entropy: Vec<f64>,
+    sweeps: Vec<u32>,
+) -> Result<WeqOutput> {
     zero_empty_groups(data, group_len, cfg.bits, &mut levels);
     let tensor = QuantizedTensor {
         shape: shape.to_vec(),
