@@ -1920,8 +1920,8 @@ fn observe_all(
     for b in batches {
         range.encode_observe(ctx, &mut encoder, b)?;
     }
-    ctx.queue().submit([encoder.finish()]);
-    ctx.wait("running range")?;
+    let index = ctx.queue().submit([encoder.finish()]);
+    ctx.wait_for("running range", index)?;
     match pollster::block_on(scope.pop()) {
         None => Ok(()),
         Some(e) => Err(Error::Device {

@@ -167,21 +167,32 @@ impl Context {
         Ok(())
     }
 
-    /// Records work with `record` into a fresh encoder, submits it and waits. Validation and
-    /// out-of-memory errors raised meanwhile come back as [`Error::Device`] naming `op`.
+    /// Records work with `record` into a fresh encoder, submits it and waits for that
+    /// submission (not for work others submitted to the queue). Validation and out-of-memory
+    /// errors raised meanwhile come back as [`Error::Device`] naming `op`.
     pub fn run<T>(
         &self,
         op: &str,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
     ) -> Result<T> {
+        self.run_indexed(op, record).map(|(out, _)| out)
+    }
+
+    /// [`Context::run`], also returning the submission's index (for a later wait on it, e.g.
+    /// a buffer mapping's callback).
+    pub fn run_indexed<T>(
+        &self,
+        op: &str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
+    ) -> Result<(T, wgpu::SubmissionIndex)> {
         self.scoped(op, || {
             let mut encoder = self
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
             let out = record(&mut encoder)?;
-            self.queue().submit([encoder.finish()]);
-            self.wait(op)?;
-            Ok(out)
+            let index = self.queue().submit([encoder.finish()]);
+            self.wait_for(op, index.clone())?;
+            Ok((out, index))
         })
     }
 
@@ -208,10 +219,14 @@ impl Context {
         out
     }
 
-    /// Blocks until all submitted work has finished.
-    pub fn wait(&self, op: &str) -> Result<()> {
+    /// Blocks until submission `index` has finished and its callbacks have run; work other
+    /// threads (a host engine) submitted later is not waited for.
+    pub fn wait_for(&self, op: &str, index: wgpu::SubmissionIndex) -> Result<()> {
         self.device()
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
             .map(|_| ())
             .map_err(|e| Error::Device {
                 op: op.to_string(),

@@ -265,7 +265,8 @@ impl GpuTensor {
         })
     }
 
-    /// Copies the tensor back to the host as a vector of `T` (waits for all submitted work).
+    /// Copies the tensor back to the host as a vector of `T` (waits for the copy, which the
+    /// queue orders after all work submitted before it).
     /// `T` may be any plain-data type whose size divides the tensor's bytes, so an array of
     /// structs can be read from a u32 tensor.
     pub fn download<T: bytemuck::Pod>(&self, ctx: &Context) -> Result<Vec<T>> {
@@ -292,7 +293,7 @@ impl GpuTensor {
         let mut done = 0u64;
         while done < total {
             let take = (total - done).min(staging_size);
-            ctx.run("GpuTensor::download", |enc| {
+            let ((), index) = ctx.run_indexed("GpuTensor::download", |enc| {
                 enc.copy_buffer_to_buffer(&self.buffer, self.offset + done, &staging, 0, take);
                 Ok(())
             })?;
@@ -300,6 +301,7 @@ impl GpuTensor {
                 ctx,
                 &staging,
                 take,
+                index,
                 &mut out_bytes[done as usize..(done + take) as usize],
             )?;
             done += take;
@@ -327,13 +329,20 @@ impl GpuTensor {
 }
 
 /// Maps the first `len` bytes of a MAP_READ buffer and copies them into `dst`.
-fn read_mapped(ctx: &Context, staging: &wgpu::Buffer, len: u64, dst: &mut [u8]) -> Result<()> {
+/// `index` is the submission that filled it, whose wait also runs the mapping's callback.
+fn read_mapped(
+    ctx: &Context,
+    staging: &wgpu::Buffer,
+    len: u64,
+    index: wgpu::SubmissionIndex,
+    dst: &mut [u8],
+) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     staging.map_async(wgpu::MapMode::Read, 0..len, move |r| {
         // The receiver outlives the poll below; a failed send cannot happen.
         let _ = tx.send(r);
     });
-    ctx.wait("GpuTensor::download")?;
+    ctx.wait_for("GpuTensor::download", index)?;
     let mapped = rx.recv().map_err(|e| Error::Readback {
         op: "GpuTensor::download".into(),
         msg: e.to_string(),

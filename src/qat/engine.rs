@@ -352,11 +352,8 @@ impl Engine for GpuEngine {
     fn flush(&mut self) -> Result<()> {
         if let Some(enc) = self.encoder.take() {
             let ctx = &self.ctx;
-            ctx.scoped("qat step", || {
-                ctx.queue().submit([enc.finish()]);
-                Ok(())
-            })?;
-            ctx.wait("qat step")?;
+            let index = ctx.scoped("qat step", || Ok(ctx.queue().submit([enc.finish()])))?;
+            ctx.wait_for("qat step", index)?;
         }
         Ok(())
     }
