@@ -16,6 +16,7 @@ pub mod error;
 pub mod format;
 pub mod gpu;
 pub mod kernel;
+pub mod prelude;
 pub mod qat;
 pub mod quant;
 pub mod requant;
