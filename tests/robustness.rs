@@ -716,3 +716,25 @@ fn deep_compression_of_a_constant_tensor_keeps_ninety_percent() {
         assert!(back.iter().all(|&v| v == 0.0 || v == 0.5), "on {device}");
     }
 }
+
+#[test]
+fn a_plot_never_replaces_the_checkpoint_it_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = small_model(d, "model.safetensors");
+    let before = snapshot(d);
+    let o = run(&[
+        "plot",
+        "levels",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--tensor",
+        "a.weight",
+        "-o",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    fails_with(&o, "would overwrite the input");
+    assert_eq!(snapshot(d), before);
+}

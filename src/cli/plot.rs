@@ -192,6 +192,9 @@ pub fn run(args: PlotArgs) -> Result<(), CliError> {
     if a.bins == 0 {
         return Err(CliError::Other("--bins must be positive".into()));
     }
+    // The picture never replaces the checkpoint it draws from, nor a device.
+    let inputs: Vec<&std::path::Path> = a.checkpoint.as_deref().into_iter().collect();
+    wgquant::checkpoint::output::check_outputs(&inputs, &[a.output.as_path()])?;
     let (source, x) = load(&a)?;
     quant::check_finite(&source, &x)?;
     let ctx = open_device(a.device)?;
