@@ -772,7 +772,7 @@ fn kmeans_is_bit_identical_on_both_backends() {
     for n in [1usize, 3, 33, 1757, 70_001, big] {
         for bits in 1..=8u32 {
             // The largest size on a few widths only: the suite stays fast.
-            if n == big && ![1, 4, 5, 8].contains(&bits) {
+            if n == big && ![1, 4, 8].contains(&bits) {
                 continue;
             }
             for init in [KmeansInit::Linear, KmeansInit::Forgy, KmeansInit::Density] {
@@ -787,11 +787,11 @@ fn kmeans_is_bit_identical_on_both_backends() {
                     let cfg = KmeansConfig {
                         bits,
                         init,
-                        max_iter: if n == big { 6 } else { 20 },
+                        max_iter: if n == big { 5 } else { 12 },
                         seed,
                     };
                     let mut devices = vec![("device", ctx)];
-                    if n >= 70_001 && init == KmeansInit::Linear {
+                    if n >= 70_001 && init == KmeansInit::Linear && !(n == big && masked) {
                         for (name, c, max_bits) in &lowered {
                             if bits <= *max_bits {
                                 devices.push((name, c));
@@ -1075,5 +1075,78 @@ fn dc_settings_are_checked() {
     assert!(matches!(
         deep_compression::quantize(&Backend::Cpu, "w", &nan, &[64], &DcConfig::new(0.5, 4)),
         Err(wgquant::Error::NonFinite { index: 9, .. })
+    ));
+}
+
+/// The CPU sums before the fixed f32 order (commit 46d10b3): chunks of 2^16 elements summed
+/// in f64 in parallel, the chunks merged in order. Kept only to time against.
+fn f64_chunk_sums(x: &[f32], codes: &[u32], bits: u32) -> (Vec<f64>, Vec<u64>) {
+    use rayon::prelude::*;
+    const TASK: usize = 1 << 16;
+    let k = 1usize << bits;
+    let parts: Vec<(Vec<f64>, Vec<u64>)> = (0..x.len().div_ceil(TASK))
+        .into_par_iter()
+        .map(|t| {
+            let (mut s, mut c) = (vec![0f64; k], vec![0u64; k]);
+            for i in t * TASK..((t + 1) * TASK).min(x.len()) {
+                let code = pack::get_code(codes, i, bits) as usize;
+                s[code] += f64::from(x[i]);
+                c[code] += 1;
+            }
+            (s, c)
+        })
+        .collect();
+    parts.into_iter().fold(
+        (vec![0f64; k], vec![0u64; k]),
+        |(mut s, mut c), (ps, pc)| {
+            s.iter_mut().zip(&ps).for_each(|(a, b)| *a += b);
+            c.iter_mut().zip(&pc).for_each(|(a, b)| *a += b);
+            (s, c)
+        },
+    )
+}
+
+/// The CPU k-means sums at 16M weights and 16 centroids, the fixed-order f32 pass against the
+/// former f64 chunks, interleaved (best of 9 each), and a whole iteration (assignment, sums,
+/// update). Run with `--ignored --nocapture`.
+#[test]
+#[ignore = "timing, not a check"]
+fn kmeans_cpu_iteration_timing() {
+    let (n, bits) = (16usize << 20, 4u32);
+    let x = generate(Dist::Laplace, n, seed_for("kmeans timing"));
+    let init = kmeans::initial_centroids(&x, None, bits, KmeansInit::Linear, 0);
+    let thresholds = codebook::midpoint_thresholds(&init, bits);
+    let seg = codebook::segment(n, n, bits);
+    let mut codes = vec![0u32; pack::packed_words(n, bits)];
+    let time = |f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let mut best = [f64::INFINITY; 3];
+    for _ in 0..9 {
+        let it = time(&mut || {
+            cpu::codebook_assign::codebook_assign(&x, &mut codes, &thresholds, &[seg]).unwrap();
+            let stats = cpu::kmeans::cluster_sums(&x, &codes, bits, None, None).unwrap();
+            let mut c = init.clone();
+            cpu::kmeans::update_centroids(&mut c, &stats);
+        });
+        let new = time(&mut || {
+            std::hint::black_box(cpu::kmeans::cluster_sums(&x, &codes, bits, None, None).unwrap());
+        });
+        let old = time(&mut || {
+            std::hint::black_box(f64_chunk_sums(&x, &codes, bits));
+        });
+        for (b, t) in best.iter_mut().zip([it, new, old]) {
+            *b = b.min(t);
+        }
+    }
+    common::say(&format!(
+        "k-means CPU, 16M weights, 16 centroids, {} threads (best of 9): sums f32 fixed order \
+         {:.1} ms, f64 chunks {:.1} ms; iteration {:.1} ms",
+        rayon::current_num_threads(),
+        best[1],
+        best[2],
+        best[0]
     ));
 }

@@ -85,8 +85,9 @@ impl Lanes {
     fn add(&mut self, rec: &Records, k: usize) {
         for l in 0..LANES {
             for j in 0..k {
-                self.sums[j * LANES + l] += rec.sums[l * k + j];
-                self.counts[j * LANES + l] += u64::from(rec.counts[l * k + j]);
+                let (sum, count) = rec.records[l * k + j];
+                self.sums[j * LANES + l] += sum;
+                self.counts[j * LANES + l] += u64::from(count);
             }
         }
         self.changed += rec.changed;
@@ -112,10 +113,10 @@ impl Lanes {
     }
 }
 
-/// One workgroup's per-thread records: `LANES × k` (sum, count), thread major.
+/// One workgroup's per-thread records: `LANES × k` (sum, count), thread major (the pairs side
+/// by side: one cache line per element).
 struct Records {
-    sums: Vec<f32>,
-    counts: Vec<u32>,
+    records: Vec<(f32, u32)>,
     changed: u64,
 }
 
@@ -145,17 +146,20 @@ fn workgroup_records(
     let k = 1usize << bits;
     let span = LANES * elems_per_thread(bits);
     let mut rec = Records {
-        sums: vec![0.0; LANES * k],
-        counts: vec![0; LANES * k],
+        records: vec![(0.0, 0); LANES * k],
         changed: 0,
     };
-    let first = w * span;
-    for i in first..(first + span).min(values.len()) {
-        if let Some((code, moved)) = element((codes, bits), mask, old, i) {
-            let r = (i - first) % LANES * k + code as usize;
-            rec.sums[r] += values[i];
-            rec.counts[r] += 1;
-            rec.changed += u64::from(moved);
+    // Rows of 256 elements: element `e·256 + l` of the workgroup goes to thread `l`.
+    let (first, end) = (w * span, ((w + 1) * span).min(values.len()));
+    for row in (first..end).step_by(LANES) {
+        let row_end = (row + LANES).min(end);
+        for (l, i) in (row..row_end).enumerate() {
+            if let Some((code, moved)) = element((codes, bits), mask, old, i) {
+                let r = l * k + code as usize;
+                rec.records[r].0 += values[i];
+                rec.records[r].1 += 1;
+                rec.changed += u64::from(moved);
+            }
         }
     }
     rec
