@@ -1,9 +1,11 @@
 // 1-D k-means update (Deep Compression §3, Han, Mao, Dally 2016; ALGORITHMS.md §5), after the
 // assignment pass (codebook_assign with midpoint thresholds). kmeans_partials: each thread
 // sums its share of the values per cluster (and counts them, and counts codes that changed
-// since the last iteration) into its own record, with no barrier. kmeans_update: one
-// workgroup per cluster adds a window of those records in fixed order into the cluster's
-// running total (several windows, in order, when the records exceed one binding).
+// since the last iteration) into its own record, with no barrier (a workgroup wider than a
+// binding in parts, each extending the records). kmeans_update: one workgroup per cluster;
+// lane l adds the records of threads l, l + 256, … in order (windows of records extending the
+// lanes' running sums when they exceed a binding), then the lanes are added in fixed order.
+// Device limits never change the order of an f32 addition: src/cpu/kmeans.rs repeats it.
 // kmeans_finish: the new centroids (means; empty clusters keep theirs) or, for the fine-tuning
 // gradient, the sums, and the midpoint thresholds of the next assignment.
 // Needs common.wgsl and unpack.wgsl.
@@ -16,14 +18,14 @@ struct KmeansParams {
     mask_base: u32,       // word of that element in the bound keep-mask
     clusters: u32,        // k = 2^bits
     bits: u32,
-    flags: u32,           // MASKED, COUNT_CHANGES, WRITE_SUMS, FIRST_WINDOW
+    flags: u32,           // MASKED, COUNT_CHANGES, WRITE_SUMS, FIRST/LAST_WINDOW, ACCUMULATE
     num_workgroups: u32,
     rec_base: u32,        // record of the dispatch's (window's) first thread in the bound records
     changed_base: u32,    // its changed count in the bound counts
     threads: u32,         // kmeans_update: threads in the window
     elems_per_thread: u32,
     cluster_first: u32,   // kmeans_update: the dispatch's first cluster
-    _pad0: u32,
+    lane_base: u32,       // kmeans_update: lane 0 of that cluster in the bound lane sums
     _pad1: u32,
     _pad2: u32,
 }
@@ -38,6 +40,8 @@ const MASKED: u32 = 1u;
 const COUNT_CHANGES: u32 = 2u;
 const WRITE_SUMS: u32 = 4u;
 const FIRST_WINDOW: u32 = 8u;
+const LAST_WINDOW: u32 = 16u;
+const ACCUMULATE: u32 = 32u;
 const MAX_CLUSTERS: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> params: KmeansParams;
@@ -51,6 +55,7 @@ const MAX_CLUSTERS: u32 = 256u;
 @group(0) @binding(8) var<storage, read_write> thresholds: array<f32>;
 @group(0) @binding(9) var<storage, read_write> status: array<u32>;
 @group(0) @binding(10) var<storage, read_write> totals: array<ClusterSum>;
+@group(0) @binding(11) var<storage, read_write> lanes: array<ClusterSum>;   // k × 256, cluster major
 
 var<workgroup> wg_sum: array<f32, WORKGROUP_SIZE>;
 var<workgroup> wg_count: array<u32, WORKGROUP_SIZE>;
@@ -85,7 +90,8 @@ fn element(i: u32) -> Element {
 // and sums them per cluster, in e order, into its own record: no barrier, and a fixed order
 // of every addition. Up to 16 clusters the sums are vector selects over blocks of 4 clusters
 // (no per-element indexing of thread-private arrays, which a SIMD device turns into
-// gathers and scatters); more clusters index the accumulators by code.
+// gathers and scatters); more clusters index the accumulators by code. ACCUMULATE starts
+// from the records (and counts) instead of zero: the dispatch is a later part of a workgroup.
 @compute @workgroup_size(256)
 fn kmeans_partials(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>,
@@ -94,18 +100,29 @@ fn kmeans_partials(@builtin(workgroup_id) wid: vec3<u32>,
     if (wg >= params.num_workgroups) { return; }
     let t = wg * WORKGROUP_SIZE + lid;
     let first = wg * WORKGROUP_SIZE * params.elems_per_thread + lid;
+    let extend = (params.flags & ACCUMULATE) != 0u;
     var moved = 0u;
+    if (extend) { moved = changed[params.changed_base + t]; }
     let rec = params.rec_base + t * params.clusters;
     if (params.clusters <= 16u) {
+        var start_s = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        var start_n = array<vec4<u32>, 4>(vec4<u32>(0u), vec4<u32>(0u), vec4<u32>(0u), vec4<u32>(0u));
+        if (extend) {
+            for (var j = 0u; j < params.clusters; j++) {
+                let r = partials[rec + j];
+                start_s[j / 4u][j % 4u] = r.sum;
+                start_n[j / 4u][j % 4u] = r.count;
+            }
+        }
         // Four named accumulators (not an array) so they stay in registers.
-        var s0 = vec4<f32>(0.0);
-        var s1 = vec4<f32>(0.0);
-        var s2 = vec4<f32>(0.0);
-        var s3 = vec4<f32>(0.0);
-        var n0 = vec4<u32>(0u);
-        var n1 = vec4<u32>(0u);
-        var n2 = vec4<u32>(0u);
-        var n3 = vec4<u32>(0u);
+        var s0 = start_s[0];
+        var s1 = start_s[1];
+        var s2 = start_s[2];
+        var s3 = start_s[3];
+        var n0 = start_n[0];
+        var n1 = start_n[1];
+        var n2 = start_n[2];
+        var n3 = start_n[3];
         let lane = vec4<u32>(0u, 1u, 2u, 3u);
         for (var e = 0u; e < params.elems_per_thread; e++) {
             let i = first + e * WORKGROUP_SIZE;
@@ -136,6 +153,13 @@ fn kmeans_partials(@builtin(workgroup_id) wid: vec3<u32>,
     } else {
         var sums: array<f32, MAX_CLUSTERS>;
         var counts: array<u32, MAX_CLUSTERS>;
+        if (extend) {
+            for (var j = 0u; j < params.clusters; j++) {
+                let r = partials[rec + j];
+                sums[j] = r.sum;
+                counts[j] = r.count;
+            }
+        }
         for (var e = 0u; e < params.elems_per_thread; e++) {
             let i = first + e * WORKGROUP_SIZE;
             if (i >= params.len) { break; }
@@ -179,9 +203,10 @@ fn reduce_lanes(lid: u32, s: f32, n: u32) -> ClusterSum {
     return total;
 }
 
-// One workgroup per cluster j: lane l adds the window's records l, l + 256, … in order, the
-// lanes are added in fixed order, and lane 0 starts (first window) or extends cluster j's
-// running total. Cluster 0's workgroup also totals the window's changed codes into status[0].
+// One workgroup per cluster j: lane l adds the window's records l, l + 256, … in order onto
+// its running sum (from zero in the first window, carried in `lanes` between windows); after
+// the last window the lanes are added in fixed order into totals[j]. Cluster 0's workgroup
+// also totals the window's changed codes into status[0].
 @compute @workgroup_size(256)
 fn kmeans_update(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>,
@@ -190,21 +215,24 @@ fn kmeans_update(@builtin(workgroup_id) wid: vec3<u32>,
     if (wg >= params.num_workgroups) { return; }
     let j = params.cluster_first + wg;
     let first = (params.flags & FIRST_WINDOW) != 0u;
+    let lane = params.lane_base + wg * WORKGROUP_SIZE + lid;
     var s = 0.0;
     var n = 0u;
+    if (!first) {
+        let c = lanes[lane];
+        s = c.sum;
+        n = c.count;
+    }
     for (var t = lid; t < params.threads; t += WORKGROUP_SIZE) {
         let r = partials[params.rec_base + t * params.clusters + j];
         s += r.sum;
         n += r.count;
     }
-    let total = reduce_lanes(lid, s, n);
-    if (lid == 0u) {
-        if (first) {
-            totals[j] = total;
-        } else {
-            let t = totals[j];
-            totals[j] = ClusterSum(t.sum + total.sum, t.count + total.count);
-        }
+    if ((params.flags & LAST_WINDOW) != 0u) {
+        let total = reduce_lanes(lid, s, n);
+        if (lid == 0u) { totals[j] = total; }
+    } else {
+        lanes[lane] = ClusterSum(s, n);
     }
     if (j == 0u) {
         var moved = 0u;
@@ -226,6 +254,8 @@ fn kmeans_update(@builtin(workgroup_id) wid: vec3<u32>,
 fn new_centroid(j: u32) -> f32 {
     let t = totals[j];
     if ((params.flags & WRITE_SUMS) != 0u) { return t.sum; }
+    // Mirrored by cpu::kmeans::update_centroids; WGSL lets f32 division be off by 2.5 ulp,
+    // so bit parity with the CPU holds where the device divides correctly rounded.
     if (t.count > 0u) { return t.sum / f32(t.count); }
     return centroids[j];
 }

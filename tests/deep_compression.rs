@@ -1,7 +1,8 @@
 //! Deep Compression (ALGORITHMS.md §5): Huffman coding and relative-index sparse storage on
-//! adversarial inputs, the pruning mask and k-means kernels on GPU against their CPU twins,
-//! k-means against a brute-force Lloyd on tiny inputs, the centroid gradient, and the sparse
-//! on-disk round trip with its stage sizes.
+//! adversarial inputs, the pruning mask and k-means kernels on GPU against their CPU twins
+//! (k-means bit for bit: sums, centroids, codes, iterations, and the CLI's dc files), k-means
+//! against a brute-force Lloyd on tiny inputs, the centroid gradient, and the sparse on-disk
+//! round trip with its stage sizes.
 
 mod common;
 
@@ -339,18 +340,45 @@ fn prune_mask_matches_cpu() {
     finish("prune_mask_matches_cpu", cases, failures);
 }
 
-/// Per-cluster sums (the centroid gradient), means and changed-code counts: GPU against CPU,
-/// with and without a mask, on the device's limits and on tiny bindings and grids.
+/// Lowered limits under which a k-means still runs, for parity across dispatch layouts:
+/// `small` splits every workgroup (up to 4 bits) over dispatches of 63 elements per thread and
+/// its records over windows of two workgroups; `mid` splits 8-bit workgroups in four, windows
+/// every two workgroups of 8 bits, and batches lane sums 9 clusters at a time (any bits).
+fn lowered(ctx: &Context) -> [(&'static str, Context, u32); 2] {
+    [
+        (
+            "small",
+            ctx.with_work_limits(WorkLimits {
+                max_binding_bytes: 64 * 1024 + 12,
+                max_workgroups_per_dim: 3,
+            }),
+            4,
+        ),
+        (
+            "mid",
+            ctx.with_work_limits(WorkLimits {
+                max_binding_bytes: (1 << 20) + 12,
+                max_workgroups_per_dim: 3,
+            }),
+            8,
+        ),
+    ]
+}
+
+/// Per-cluster sums (the centroid gradient), means and changed-code counts: GPU against CPU
+/// bit for bit, with and without a mask, on the device's limits and on lowered ones.
 #[test]
 fn cluster_sums_match_cpu() {
     let _serial = serial();
     let Some(ctx) = gpu() else { return };
-    let small = ctx.with_work_limits(WorkLimits {
-        max_binding_bytes: 64 * 1024 + 12,
-        max_workgroups_per_dim: 3,
-    });
+    let lowered = lowered(ctx);
     let mut failures = Vec::new();
     let mut cases = 0;
+    for b in 1..=8 {
+        if cpu::kmeans::elems_per_thread(b) != wgquant::gpu::kmeans::elems_per_thread(b) as usize {
+            failures.push(format!("elems_per_thread({b}) differs between the twins"));
+        }
+    }
     for (n, bits) in [
         (1usize, 1u32),
         (255, 2),
@@ -358,12 +386,16 @@ fn cluster_sums_match_cpu() {
         (70_001, 3),
         (300_007, 8),
         ((1 << 20) + 3, 4),
+        ((1 << 21) + 5, 8),
     ] {
         for masked in [false, true] {
-            for (name, c) in [("device", ctx), ("small", &small)] {
-                if name == "small" && (n < 4097 || bits == 8) {
-                    continue;
+            let mut devices = vec![("device", ctx)];
+            for (name, c, max_bits) in &lowered {
+                if bits <= *max_bits && n >= 4097 && (n < 1 << 21 || *name == "mid") {
+                    devices.push((name, c));
                 }
+            }
+            for (name, c) in devices {
                 cases += 1;
                 let label = format!("cluster_sums(n={n}, bits={bits}, mask={masked}, {name})");
                 let seed = seed_for(&label);
@@ -392,6 +424,11 @@ fn cluster_sums_match_cpu() {
     finish("cluster_sums_match_cpu", cases, failures);
 }
 
+/// Whether two f32 slices hold the same bits.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 fn compare_sums(
     ctx: &Context,
     x: &[f32],
@@ -400,16 +437,49 @@ fn compare_sums(
     mask: Option<&[u32]>,
     bits: u32,
 ) -> Result<(), String> {
+    use wgquant::gpu::ElemType;
     use wgquant::gpu::kmeans as k;
     let e = |e: wgquant::Error| e.to_string();
     let n = x.len();
     let stats = cpu::kmeans::cluster_sums(x, codes, bits, mask, Some(old)).map_err(e)?;
     let reference =
         cpu::kmeans::cluster_sums_reference(x, codes, bits, mask, Some(old)).map_err(e)?;
-    if stats.counts != reference.counts || stats.changed != reference.changed {
+    if !same_bits(&stats.sums, &reference.sums)
+        || stats.counts != reference.counts
+        || stats.changed != reference.changed
+    {
         return Err("CPU parallel and reference passes disagree".into());
     }
-    let scratch = k::KmeansScratch::new(ctx, n, bits).map_err(e)?;
+    // The fixed-order f32 sums against f64 ones: a bound of 2⁻¹⁶ of Σ|x| covers per-thread
+    // sequential runs of ≤ 4096 terms and the two combine steps (each error ≤ terms·ε·Σ|x|).
+    let k = 1usize << bits;
+    let (mut exact, mut abs_sum) = (vec![0f64; k], 0f64);
+    for i in 0..n {
+        if mask.is_none_or(|m| pack::get_code(m, i, 1) == 1) {
+            exact[pack::get_code(codes, i, bits) as usize] += f64::from(x[i]);
+            abs_sum += f64::from(x[i].abs());
+        }
+    }
+    for j in 0..k {
+        if (f64::from(stats.sums[j]) - exact[j]).abs() > abs_sum * 2f64.powi(-16) + 1e-6 {
+            return Err(format!(
+                "cluster {j}: f32 sum {} far from f64 {}",
+                stats.sums[j], exact[j]
+            ));
+        }
+    }
+    let mut scratch = k::KmeansScratch::new(ctx, n, bits).map_err(e)?;
+    // Scratch poisoned too: every record a pass reads must have been written by it.
+    for t in [
+        &mut scratch.partials,
+        &mut scratch.changed,
+        &mut scratch.totals,
+        &mut scratch.lanes,
+        &mut scratch.status,
+    ] {
+        let shape = t.shape().to_vec();
+        *t = common::poisoned(ctx, &shape, ElemType::U32);
+    }
     let values = GpuTensor::from_f32(ctx, x, &[n]).map_err(e)?;
     let codes_t = GpuTensor::from_u32(ctx, codes, &[codes.len()]).map_err(e)?;
     let old_t = GpuTensor::from_u32(ctx, old, &[old.len()]).map_err(e)?;
@@ -417,12 +487,11 @@ fn compare_sums(
         Some(m) => Some(GpuTensor::from_u32(ctx, m, &[m.len()]).map_err(e)?),
         None => None,
     };
-    let k = 1usize << bits;
     let start: Vec<f32> = (0..k).map(|j| j as f32 * 1000.0).collect();
     // Outputs poisoned: the finish pass must write every sum and threshold.
-    let sums = common::poisoned(ctx, &[k], wgquant::gpu::ElemType::F32);
+    let sums = common::poisoned(ctx, &[k], ElemType::F32);
     let means = GpuTensor::from_f32(ctx, &start, &[k]).map_err(e)?;
-    let thresholds = common::poisoned(ctx, &[k], wgquant::gpu::ElemType::F32);
+    let thresholds = common::poisoned(ctx, &[k], ElemType::F32);
     ctx.run("test", |enc| {
         k::encode_partials(
             ctx,
@@ -446,32 +515,20 @@ fn compare_sums(
             stats.changed
         ));
     }
+    if let Some(j) = (0..k).find(|&j| gs[j].to_bits() != stats.sums[j].to_bits()) {
+        return Err(format!(
+            "cluster {j}: sum gpu {} cpu {}",
+            gs[j], stats.sums[j]
+        ));
+    }
     let mut cm = start.clone();
     cpu::kmeans::update_centroids(&mut cm, &stats);
-    // f32 sums of up to 2^20 values of order 1 against f64: a bound of 2⁻¹⁶ of Σ|x| per
-    // cluster covers the GPU's per-thread sequential f32 runs (≤ 256 terms, error ≤ 256·ε
-    // each) with room to spare.
-    let abs_sum: f64 = x.iter().map(|v| f64::from(v.abs())).sum();
-    for j in 0..k {
-        let tol = abs_sum * 2f64.powi(-16) + 1e-6;
-        if (f64::from(gs[j]) - stats.sums[j]).abs() > tol {
-            return Err(format!(
-                "cluster {j}: sum gpu {} cpu {}",
-                gs[j], stats.sums[j]
-            ));
-        }
-        let mtol = 1e-5 * f64::from(cm[j].abs().max(1.0));
-        if (f64::from(gm[j]) - f64::from(cm[j])).abs() > mtol {
-            return Err(format!("cluster {j}: mean gpu {} cpu {}", gm[j], cm[j]));
-        }
+    if let Some(j) = (0..k).find(|&j| gm[j].to_bits() != cm[j].to_bits()) {
+        return Err(format!("cluster {j}: mean gpu {} cpu {}", gm[j], cm[j]));
     }
     let want = codebook::midpoint_thresholds(&gm, bits);
     let got = thresholds.to_f32(ctx).map_err(e)?;
-    if got
-        .iter()
-        .zip(&want)
-        .any(|(a, b)| a.to_bits() != b.to_bits())
-    {
+    if !same_bits(&got, &want) {
         return Err(format!("thresholds {got:?}, expected {want:?}"));
     }
     Ok(())
@@ -653,21 +710,122 @@ fn kmeans_is_deterministic_and_agrees_across_backends() {
             "{init:?}: unsorted"
         );
         let c = kmeans::cluster(&Backend::Cpu, &x, Some(&mask), &cfg).unwrap();
-        // f32 (GPU) and f64 (CPU) sums may move a boundary point, after which the runs differ
-        // by a few points: compare the clusterings' quality, not their bits.
-        let sse = |k: &kmeans::Clustering| -> f64 {
-            let codes = pack::unpack(&k.codes, n, 4);
-            (0..n)
-                .filter(|&i| pack::get_code(&mask, i, 1) == 1)
-                .map(|i| f64::from(x[i] - k.centroids[codes[i] as usize]).powi(2))
-                .sum()
-        };
-        let (ea, ec) = (sse(&a), sse(&c));
         assert!(
-            (ea - ec).abs() <= 1e-4 * ec,
-            "{init:?}: SSE gpu {ea} cpu {ec}"
+            same_bits(&a.centroids, &c.centroids),
+            "{init:?}: centroids differ"
         );
+        assert_eq!(a, c, "{init:?}: GPU and CPU differ");
     }
+}
+
+/// One k-means case on both backends: `None` when centroids (bits), codes, iteration counts
+/// and convergence agree.
+fn kmeans_parity(
+    ctx: &Context,
+    x: &[f32],
+    mask: Option<&[u32]>,
+    cfg: &KmeansConfig,
+) -> Option<String> {
+    let c = kmeans::cluster(&Backend::Cpu, x, mask, cfg).unwrap();
+    let g = match kmeans::cluster(&Backend::Gpu(ctx), x, mask, cfg) {
+        Ok(g) => g,
+        Err(e) => return Some(format!("GPU failed: {e}")),
+    };
+    if !same_bits(&g.centroids, &c.centroids) {
+        let j = (0..c.centroids.len())
+            .find(|&j| g.centroids[j].to_bits() != c.centroids[j].to_bits())
+            .unwrap_or(0);
+        return Some(format!(
+            "centroid {j}: gpu {} cpu {} (after {} / {} iterations)",
+            g.centroids.get(j).copied().unwrap_or(f32::NAN),
+            c.centroids[j],
+            g.iterations,
+            c.iterations
+        ));
+    }
+    if g.codes != c.codes {
+        let w = (0..c.codes.len())
+            .find(|&w| g.codes[w] != c.codes[w])
+            .unwrap_or(0);
+        return Some(format!("codes differ from word {w}"));
+    }
+    if (g.iterations, g.converged) != (c.iterations, c.converged) {
+        return Some(format!(
+            "iterations gpu {} ({}) cpu {} ({})",
+            g.iterations, g.converged, c.iterations, c.converged
+        ));
+    }
+    None
+}
+
+/// `kmeans::cluster` gives the same bits on both backends: awkward sizes, every init, with
+/// and without a mask, bits 1..=8; large sizes on lowered limits too (split workgroups,
+/// record windows, lane batches).
+#[test]
+fn kmeans_is_bit_identical_on_both_backends() {
+    let _serial = serial();
+    let Some(ctx) = gpu() else { return };
+    let lowered = lowered(ctx);
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    let big = (1usize << 20) + 3;
+    for n in [1usize, 3, 33, 1757, 70_001, big] {
+        for bits in 1..=8u32 {
+            // The largest size on a few widths only: the suite stays fast.
+            if n == big && ![1, 4, 8].contains(&bits) {
+                continue;
+            }
+            for init in [KmeansInit::Linear, KmeansInit::Forgy, KmeansInit::Density] {
+                for masked in [false, true] {
+                    let label = format!("kmeans(n={n}, bits={bits}, init={init:?}, mask={masked})");
+                    let seed = seed_for(&label);
+                    let x = generate(Dist::Laplace, n, seed);
+                    let mask = masked.then(|| {
+                        let t = prune::magnitude_threshold(&x, 0.5).unwrap();
+                        prune::mask(&Backend::Cpu, &x, t).unwrap()
+                    });
+                    let cfg = KmeansConfig {
+                        bits,
+                        init,
+                        max_iter: if n == big { 5 } else { 12 },
+                        seed,
+                    };
+                    let mut devices = vec![("device", ctx)];
+                    if n >= 70_001 && init == KmeansInit::Linear && !(n == big && masked) {
+                        for (name, c, max_bits) in &lowered {
+                            if bits <= *max_bits {
+                                devices.push((name, c));
+                            }
+                        }
+                    }
+                    for (name, c) in devices {
+                        cases += 1;
+                        if let Some(e) = kmeans_parity(c, &x, mask.as_deref(), &cfg) {
+                            failures.push(format!("{label} on {name} seed={seed:#x}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Huge weights go through the power-of-two prescaling on both backends alike.
+    let x: Vec<f32> = generate(Dist::Normal, 5000, seed_for("huge"))
+        .iter()
+        .map(|v| v * 3e37)
+        .collect();
+    for bits in [2u32, 6] {
+        cases += 1;
+        let cfg = KmeansConfig {
+            bits,
+            init: KmeansInit::Linear,
+            max_iter: 20,
+            seed: 0,
+        };
+        if let Some(e) = kmeans_parity(ctx, &x, None, &cfg) {
+            failures.push(format!("kmeans(huge weights, bits={bits}): {e}"));
+        }
+    }
+    finish("kmeans_is_bit_identical_on_both_backends", cases, failures);
 }
 
 #[test]
@@ -698,6 +856,104 @@ fn centroid_gradient_is_the_per_cluster_sum() {
                 want[j]
             );
         }
+    }
+}
+
+/// The centroid gradient sums in the same order on both backends: the same bits, on the
+/// device's limits and lowered ones, for every width.
+#[test]
+fn centroid_gradient_is_bit_identical_on_both_backends() {
+    let _serial = serial();
+    let Some(ctx) = gpu() else { return };
+    let lowered = lowered(ctx);
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for (n, bits) in [(3usize, 1u32), (1757, 5), (200_003, 2), (300_007, 8)] {
+        let label = format!("centroid_gradient(n={n}, bits={bits})");
+        let seed = seed_for(&label);
+        let grads = generate(Dist::Normal, n, seed);
+        let mut r = rng(seed ^ 3);
+        let codes: Vec<u32> = (0..n).map(|_| r.random_range(0..1u32 << bits)).collect();
+        let keep: Vec<u32> = (0..n).map(|_| u32::from(r.random_bool(0.5))).collect();
+        let (packed, mask) = (pack::pack(&codes, bits), pack::pack(&keep, 1));
+        let want =
+            kmeans::centroid_gradient(&Backend::Cpu, &grads, &packed, bits, Some(&mask)).unwrap();
+        let mut devices = vec![("device", ctx)];
+        for (name, c, max_bits) in &lowered {
+            if bits <= *max_bits && n > 1757 {
+                devices.push((name, c));
+            }
+        }
+        for (name, c) in devices {
+            cases += 1;
+            let got =
+                kmeans::centroid_gradient(&Backend::Gpu(c), &grads, &packed, bits, Some(&mask))
+                    .unwrap();
+            if !same_bits(&got, &want) {
+                failures.push(format!("{label} on {name}: gpu {got:?} cpu {want:?}"));
+            }
+        }
+    }
+    finish(
+        "centroid_gradient_is_bit_identical_on_both_backends",
+        cases,
+        failures,
+    );
+}
+
+/// `wgquant quantize --scheme dc` writes the same file with `--device cpu` and `--device gpu`.
+#[test]
+fn dc_cli_writes_the_same_file_on_both_devices() {
+    use std::borrow::Cow;
+    use wgquant::checkpoint::file::{OutTensor, write_atomic};
+    let _serial = serial();
+    let devices = common::cli_devices();
+    if devices.len() < 2 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.safetensors");
+    let tensor = |shape: &[usize], label: &str| OutTensor {
+        dtype: safetensors::Dtype::F32,
+        shape: shape.to_vec(),
+        data: Cow::Owned(
+            generate(Dist::Laplace, shape.iter().product(), seed_for(label))
+                .iter()
+                .flat_map(|v| (v * 0.02).to_le_bytes())
+                .collect(),
+        ),
+    };
+    let tensors = vec![
+        ("a.weight".to_string(), tensor(&[320, 700], "dc cli a")),
+        ("b.weight".to_string(), tensor(&[33, 57], "dc cli b")),
+    ];
+    write_atomic(&model, &tensors, Default::default()).unwrap();
+    for (bits, init) in [("5", "linear"), ("3", "density"), ("8", "forgy")] {
+        let mut files = Vec::new();
+        for device in &devices {
+            let out = dir.path().join(format!("dc{bits}-{device}.safetensors"));
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_wgquant"))
+                .args([
+                    "quantize",
+                    model.to_str().unwrap(),
+                    "-o",
+                    out.to_str().unwrap(),
+                ])
+                .args(["--scheme", "dc", "--sparsity", "0.6", "--bits", bits])
+                .args(["--kmeans-init", init, "--device", device])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "dc bits {bits} on {device}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            files.push(std::fs::read(&out).unwrap());
+        }
+        assert!(
+            files[0] == files[1],
+            "dc(bits={bits}, init={init}): --device cpu and --device gpu write different files"
+        );
     }
 }
 
@@ -819,5 +1075,78 @@ fn dc_settings_are_checked() {
     assert!(matches!(
         deep_compression::quantize(&Backend::Cpu, "w", &nan, &[64], &DcConfig::new(0.5, 4)),
         Err(wgquant::Error::NonFinite { index: 9, .. })
+    ));
+}
+
+/// The CPU sums before the fixed f32 order (commit 46d10b3): chunks of 2^16 elements summed
+/// in f64 in parallel, the chunks merged in order. Kept only to time against.
+fn f64_chunk_sums(x: &[f32], codes: &[u32], bits: u32) -> (Vec<f64>, Vec<u64>) {
+    use rayon::prelude::*;
+    const TASK: usize = 1 << 16;
+    let k = 1usize << bits;
+    let parts: Vec<(Vec<f64>, Vec<u64>)> = (0..x.len().div_ceil(TASK))
+        .into_par_iter()
+        .map(|t| {
+            let (mut s, mut c) = (vec![0f64; k], vec![0u64; k]);
+            for i in t * TASK..((t + 1) * TASK).min(x.len()) {
+                let code = pack::get_code(codes, i, bits) as usize;
+                s[code] += f64::from(x[i]);
+                c[code] += 1;
+            }
+            (s, c)
+        })
+        .collect();
+    parts.into_iter().fold(
+        (vec![0f64; k], vec![0u64; k]),
+        |(mut s, mut c), (ps, pc)| {
+            s.iter_mut().zip(&ps).for_each(|(a, b)| *a += b);
+            c.iter_mut().zip(&pc).for_each(|(a, b)| *a += b);
+            (s, c)
+        },
+    )
+}
+
+/// The CPU k-means sums at 16M weights and 16 centroids, the fixed-order f32 pass against the
+/// former f64 chunks, interleaved (best of 9 each), and a whole iteration (assignment, sums,
+/// update). Run with `--ignored --nocapture`.
+#[test]
+#[ignore = "timing, not a check"]
+fn kmeans_cpu_iteration_timing() {
+    let (n, bits) = (16usize << 20, 4u32);
+    let x = generate(Dist::Laplace, n, seed_for("kmeans timing"));
+    let init = kmeans::initial_centroids(&x, None, bits, KmeansInit::Linear, 0);
+    let thresholds = codebook::midpoint_thresholds(&init, bits);
+    let seg = codebook::segment(n, n, bits);
+    let mut codes = vec![0u32; pack::packed_words(n, bits)];
+    let time = |f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let mut best = [f64::INFINITY; 3];
+    for _ in 0..9 {
+        let it = time(&mut || {
+            cpu::codebook_assign::codebook_assign(&x, &mut codes, &thresholds, &[seg]).unwrap();
+            let stats = cpu::kmeans::cluster_sums(&x, &codes, bits, None, None).unwrap();
+            let mut c = init.clone();
+            cpu::kmeans::update_centroids(&mut c, &stats);
+        });
+        let new = time(&mut || {
+            std::hint::black_box(cpu::kmeans::cluster_sums(&x, &codes, bits, None, None).unwrap());
+        });
+        let old = time(&mut || {
+            std::hint::black_box(f64_chunk_sums(&x, &codes, bits));
+        });
+        for (b, t) in best.iter_mut().zip([it, new, old]) {
+            *b = b.min(t);
+        }
+    }
+    common::say(&format!(
+        "k-means CPU, 16M weights, 16 centroids, {} threads (best of 9): sums f32 fixed order \
+         {:.1} ms, f64 chunks {:.1} ms; iteration {:.1} ms",
+        rayon::current_num_threads(),
+        best[1],
+        best[2],
+        best[0]
     ));
 }

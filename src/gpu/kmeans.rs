@@ -2,8 +2,11 @@
 //! Compression's weight sharing) after a `codebook_assign` pass, and the per-cluster sums of
 //! any values (the centroid fine-tuning gradient). Deterministic: every thread sums its own
 //! share of the elements into its own record, and the records are added in fixed order
-//! (windows of them in order when they exceed a binding); no float atomics. CPU twin:
-//! `src/cpu/kmeans.rs`.
+//! (windows of them in order when they exceed a binding); no float atomics. The order of every
+//! f32 addition depends on the workgroup size and [`elems_per_thread`] only, never on device
+//! limits: a workgroup too wide for a binding is split over dispatches that extend its threads'
+//! records, and record windows extend the lanes' running sums, so the CPU twin
+//! (`src/cpu/kmeans.rs`) reproduces the sums bit for bit.
 
 use super::context::Context;
 use super::dispatch::{self, COMMON_WGSL, Shader, WORKGROUP_SIZE};
@@ -38,7 +41,8 @@ pub struct KmeansParams {
     pub clusters: u32,
     /// Bits per code.
     pub bits: u32,
-    /// [`MASKED`], [`COUNT_CHANGES`], [`WRITE_SUMS`], [`FIRST_WINDOW`].
+    /// [`MASKED`], [`COUNT_CHANGES`], [`WRITE_SUMS`], [`FIRST_WINDOW`], [`LAST_WINDOW`],
+    /// [`ACCUMULATE`].
     pub flags: u32,
     /// Workgroups of the dispatch.
     pub num_workgroups: u32,
@@ -52,7 +56,9 @@ pub struct KmeansParams {
     pub elems_per_thread: u32,
     /// `kmeans_update`: the dispatch's first cluster.
     pub cluster_first: u32,
-    pub _pad: [u32; 3],
+    /// `kmeans_update`: lane record of that cluster's lane 0 in the bound lane sums.
+    pub lane_base: u32,
+    pub _pad: [u32; 2],
 }
 const _: () = assert!(std::mem::size_of::<KmeansParams>() == 64);
 
@@ -62,8 +68,12 @@ pub const MASKED: u32 = 1;
 pub const COUNT_CHANGES: u32 = 2;
 /// Write per-cluster sums instead of means.
 pub const WRITE_SUMS: u32 = 4;
-/// The first window of records starts the running totals.
+/// The first window of records starts the lanes' running sums.
 pub const FIRST_WINDOW: u32 = 8;
+/// The last window of records: the lanes are combined into the totals.
+pub const LAST_WINDOW: u32 = 16;
+/// `kmeans_partials` extends the threads' records (a later part of a split workgroup).
+pub const ACCUMULATE: u32 = 32;
 
 /// Most clusters the shader's per-thread accumulators hold (8-bit codes).
 pub const MAX_BITS: u32 = 8;
@@ -78,12 +88,24 @@ fn binding_words(ctx: &Context) -> u64 {
 }
 
 /// Elements per thread: at least 256 (a thread's record costs no more than its loads), and
-/// 16 per cluster so the records stay at most half a byte per element; fewer when a
-/// workgroup's span would not fit one binding (a power of two, so spans stay word-aligned).
-pub fn elems_per_thread(ctx: &Context, bits: u32) -> u32 {
-    let fit = binding_words(ctx) / u64::from(WORKGROUP_SIZE);
-    let fit = if fit == 0 { 1 } else { 1u64 << fit.ilog2() };
-    u64::from((16u32 << bits).max(256)).min(fit) as u32
+/// 16 per cluster so the records stay at most half a byte per element. A constant of `bits`
+/// (device limits never change it: it fixes the order of the sums); mirrors
+/// `cpu::kmeans::elems_per_thread`.
+pub const fn elems_per_thread(bits: u32) -> u32 {
+    let per = 16u32 << bits;
+    if per < 256 { 256 } else { per }
+}
+
+/// One `kmeans_partials` dispatch: `len` elements from `start`, `workgroups` workgroups of
+/// `per` elements per thread whose first thread is `thread0`, extending their records when
+/// `accumulate`.
+struct Piece {
+    start: u64,
+    len: u64,
+    workgroups: u64,
+    per: u64,
+    thread0: u64,
+    accumulate: bool,
 }
 
 /// Scratch of a k-means on the device: per-thread cluster records and changed counts, the
@@ -98,6 +120,8 @@ pub struct KmeansScratch {
     pub totals: GpuTensor,
     /// `[changed codes in all, 0, 0, 0]` after `encode_update`.
     pub status: GpuTensor,
+    /// `k × 256` running lane sums (sum, count) carried between record windows.
+    pub lanes: GpuTensor,
     n: usize,
     bits: u32,
     per: u32,
@@ -112,7 +136,7 @@ impl KmeansScratch {
                 format!("bits {bits} outside 1..={MAX_BITS}"),
             ));
         }
-        let per = elems_per_thread(ctx, bits);
+        let per = elems_per_thread(bits);
         let span = u64::from(per) * u64::from(WORKGROUP_SIZE);
         // Every thread of every workgroup writes a record.
         let threads = (n as u64).div_ceil(span).max(1) as usize * WORKGROUP_SIZE as usize;
@@ -121,6 +145,7 @@ impl KmeansScratch {
             changed: GpuTensor::zeros(ctx, &[threads], ElemType::U32)?,
             totals: GpuTensor::zeros(ctx, &[1 << bits, 2], ElemType::U32)?,
             status: GpuTensor::zeros(ctx, &[4], ElemType::U32)?,
+            lanes: GpuTensor::zeros(ctx, &[(WORKGROUP_SIZE as usize) << bits, 2], ElemType::U32)?,
             n,
             bits,
             per,
@@ -145,6 +170,70 @@ impl KmeansScratch {
         let records = binding_words(ctx) * 4 / (self.clusters() * RECORD_BYTES);
         (records / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE))
             .max(u64::from(WORKGROUP_SIZE))
+    }
+
+    /// Windows of the records and changed counts of `threads` threads from `thread0`.
+    fn record_windows(
+        &self,
+        ctx: &Context,
+        thread0: u64,
+        threads: u64,
+    ) -> Result<(dispatch::Window, dispatch::Window)> {
+        let k = self.clusters();
+        let recs = dispatch::window_of(
+            ctx,
+            self.partials.offset(),
+            thread0 * k,
+            threads * k,
+            RECORD_BYTES,
+        )?;
+        let changed = dispatch::window(ctx, self.changed.offset(), thread0, threads)?;
+        Ok((recs, changed))
+    }
+
+    /// The `kmeans_partials` dispatches: whole workgroups, as many as a binding and the grid
+    /// hold; or, when one workgroup's elements exceed a binding, each workgroup in parts of
+    /// as many elements per thread as fit, the later parts extending the records.
+    fn pieces(&self, ctx: &Context) -> Vec<Piece> {
+        let (n, span, wg) = (self.n as u64, self.span(), u64::from(WORKGROUP_SIZE));
+        let per = u64::from(self.per);
+        let words = binding_words(ctx);
+        let mut out = Vec::new();
+        if span <= words {
+            let grid = u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2);
+            let wgs = (self.threads_per_window(ctx) / wg).min(grid).max(1);
+            for chunk in dispatch::chunks(ctx, n, span) {
+                for part in dispatch::spans(chunk, wgs * span) {
+                    out.push(Piece {
+                        start: part.start,
+                        len: part.end - part.start,
+                        workgroups: (part.end - part.start).div_ceil(span),
+                        per,
+                        thread0: part.start / span * wg,
+                        accumulate: false,
+                    });
+                }
+            }
+        } else {
+            let step = (words / wg).max(1);
+            for w in 0..n.div_ceil(span) {
+                for e0 in dispatch::spans(0..per, step) {
+                    let start = w * span + e0.start * wg;
+                    if start >= n {
+                        break;
+                    }
+                    out.push(Piece {
+                        start,
+                        len: ((e0.end - e0.start) * wg).min(n - start),
+                        workgroups: 1,
+                        per: e0.end - e0.start,
+                        thread0: w * wg,
+                        accumulate: e0.start > 0,
+                    });
+                }
+            }
+        }
+        out
     }
 }
 
@@ -176,95 +265,80 @@ pub fn encode_partials(
     let pipeline = ctx.pipeline(&SHADER, "kmeans_partials")?;
     let dummy = ctx.storage_init("kmeans unused", &[0u32]);
     let flags = mask.map_or(0, |_| MASKED) | old_codes.map_or(0, |_| COUNT_CHANGES);
-    let span = scratch.span();
-    // Workgroups per dispatch: their records must fit a binding, and the grid.
-    let wg_size = u64::from(WORKGROUP_SIZE);
-    let grid = u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2);
-    let wgs = (scratch.threads_per_window(ctx) / wg_size).min(grid).max(1);
     let k = scratch.clusters();
-    for chunk in dispatch::chunks(ctx, n as u64, span) {
-        let mut start = chunk.start;
-        while start < chunk.end {
-            let len = (wgs * span).min(chunk.end - start);
-            let values_w = dispatch::window(ctx, values.offset(), start, len)?;
-            let word0 = start * u64::from(bits) / 32;
-            let code_words = (len * u64::from(bits)).div_ceil(32);
-            let codes_w = dispatch::window(ctx, codes.offset(), word0, code_words)?;
-            let old_w = match old_codes {
-                Some(o) => Some(dispatch::window(ctx, o.offset(), word0, code_words)?),
-                None => None,
-            };
-            if old_w.is_some_and(|w| w.base != codes_w.base) {
-                return Err(Error::param(
-                    "kmeans",
-                    "codes and old codes must share their offset alignment",
-                ));
-            }
-            let mask_w = match mask {
-                Some(m) => Some(dispatch::window(
-                    ctx,
-                    m.offset(),
-                    start / 32,
-                    len.div_ceil(32),
-                )?),
-                None => None,
-            };
-            let workgroups = len.div_ceil(span);
-            let thread0 = start / span * wg_size;
-            let threads = workgroups * wg_size;
-            let recs_w = dispatch::window_of(
-                ctx,
-                scratch.partials.offset(),
-                thread0 * k,
-                threads * k,
-                RECORD_BYTES,
-            )?;
-            let changed_w = dispatch::window(ctx, scratch.changed.offset(), thread0, threads)?;
-            let params = KmeansParams {
-                len: len as u32,
-                elem_base: values_w.base,
-                code_base: codes_w.base,
-                mask_base: mask_w.map_or(0, |w| w.base),
-                clusters: k as u32,
-                bits,
-                flags,
-                num_workgroups: workgroups as u32,
-                rec_base: recs_w.base,
-                changed_base: changed_w.base,
-                elems_per_thread: scratch.per,
-                ..Default::default()
-            };
-            let uniform = ctx.uniform("kmeans params", &params);
-            let bindings = [
-                (0, uniform.as_entire_binding()),
-                (1, values_w.bind(values.buffer())),
-                (2, codes_w.bind(codes.buffer())),
-                (
-                    3,
-                    match (old_codes, old_w) {
-                        (Some(o), Some(w)) => w.bind(o.buffer()),
-                        _ => dummy.as_entire_binding(),
-                    },
-                ),
-                (
-                    4,
-                    match (mask, mask_w) {
-                        (Some(m), Some(w)) => w.bind(m.buffer()),
-                        _ => dummy.as_entire_binding(),
-                    },
-                ),
-                (5, recs_w.bind(scratch.partials.buffer())),
-                (6, changed_w.bind(scratch.changed.buffer())),
-            ];
-            ctx.dispatch(encoder, &pipeline, &bindings, params.num_workgroups)?;
-            start += len;
+    for p in scratch.pieces(ctx) {
+        let (start, len) = (p.start, p.len);
+        let values_w = dispatch::window(ctx, values.offset(), start, len)?;
+        let word0 = start * u64::from(bits) / 32;
+        let code_words = (len * u64::from(bits)).div_ceil(32);
+        let codes_w = dispatch::window(ctx, codes.offset(), word0, code_words)?;
+        let old_w = match old_codes {
+            Some(o) => Some(dispatch::window(ctx, o.offset(), word0, code_words)?),
+            None => None,
+        };
+        if old_w.is_some_and(|w| w.base != codes_w.base) {
+            return Err(Error::param(
+                "kmeans",
+                "codes and old codes must share their offset alignment",
+            ));
         }
+        let mask_w = match mask {
+            Some(m) => Some(dispatch::window(
+                ctx,
+                m.offset(),
+                start / 32,
+                len.div_ceil(32),
+            )?),
+            None => None,
+        };
+        let threads = p.workgroups * u64::from(WORKGROUP_SIZE);
+        let (recs_w, changed_w) = scratch.record_windows(ctx, p.thread0, threads)?;
+        let params = KmeansParams {
+            len: len as u32,
+            elem_base: values_w.base,
+            code_base: codes_w.base,
+            mask_base: mask_w.map_or(0, |w| w.base),
+            clusters: k as u32,
+            bits,
+            flags: flags | if p.accumulate { ACCUMULATE } else { 0 },
+            num_workgroups: p.workgroups as u32,
+            rec_base: recs_w.base,
+            changed_base: changed_w.base,
+            elems_per_thread: p.per as u32,
+            ..Default::default()
+        };
+        let uniform = ctx.uniform("kmeans params", &params);
+        let bindings = [
+            (0, uniform.as_entire_binding()),
+            (1, values_w.bind(values.buffer())),
+            (2, codes_w.bind(codes.buffer())),
+            (
+                3,
+                match (old_codes, old_w) {
+                    (Some(o), Some(w)) => w.bind(o.buffer()),
+                    _ => dummy.as_entire_binding(),
+                },
+            ),
+            (
+                4,
+                match (mask, mask_w) {
+                    (Some(m), Some(w)) => w.bind(m.buffer()),
+                    _ => dummy.as_entire_binding(),
+                },
+            ),
+            (5, recs_w.bind(scratch.partials.buffer())),
+            (6, changed_w.bind(scratch.changed.buffer())),
+        ];
+        ctx.dispatch(encoder, &pipeline, &bindings, params.num_workgroups)?;
     }
     Ok(())
 }
 
-/// Records the per-cluster totals of `scratch`'s records (windows of records added in order,
-/// clusters in batches the grid holds) and the total of changed codes into `scratch.status`.
+/// Records the per-cluster totals of `scratch`'s records and the total of changed codes into
+/// `scratch.status`. Lane `l` of cluster `j` adds the records of threads `l, l + 256, …` in
+/// order, windows of records that fit a binding extending the lanes' running sums in
+/// `scratch.lanes`; after the last window the lanes are combined in fixed order. Clusters go in
+/// batches that the grid and a binding of lane sums hold.
 pub fn encode_update(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -272,8 +346,10 @@ pub fn encode_update(
 ) -> Result<()> {
     let pipeline = ctx.pipeline(&SHADER, "kmeans_update")?;
     let k = scratch.clusters();
+    let wg = u64::from(WORKGROUP_SIZE);
     let per_window = scratch.threads_per_window(ctx);
     let grid = u64::from(ctx.work_limits().max_workgroups_per_dim).pow(2);
+    let batch = (binding_words(ctx) * 4 / (wg * RECORD_BYTES)).clamp(1, grid);
     let totals_w = dispatch::window(ctx, scratch.totals.offset(), 0, k * 2)?;
     let status_w = dispatch::window(ctx, scratch.status.offset(), 0, 4)?;
     if totals_w.base != 0 || status_w.base != 0 {
@@ -282,27 +358,31 @@ pub fn encode_update(
             "totals and status must start on a binding boundary",
         ));
     }
-    for span in dispatch::spans(0..scratch.threads(), per_window) {
-        let (t0, threads) = (span.start, span.end - span.start);
-        let recs_w = dispatch::window_of(
-            ctx,
-            scratch.partials.offset(),
-            t0 * k,
-            threads * k,
-            RECORD_BYTES,
-        )?;
-        let changed_w = dispatch::window(ctx, scratch.changed.offset(), t0, threads)?;
-        for span in dispatch::spans(0..k, grid) {
+    let threads = scratch.threads();
+    for span in dispatch::spans(0..threads, per_window) {
+        let (t0, count_t) = (span.start, span.end - span.start);
+        let (recs_w, changed_w) = scratch.record_windows(ctx, t0, count_t)?;
+        let window_flags = if t0 == 0 { FIRST_WINDOW } else { 0 }
+            | if span.end == threads { LAST_WINDOW } else { 0 };
+        for span in dispatch::spans(0..k, batch) {
             let (c0, count) = (span.start, span.end - span.start);
+            let lanes_w = dispatch::window_of(
+                ctx,
+                scratch.lanes.offset(),
+                c0 * wg,
+                count * wg,
+                RECORD_BYTES,
+            )?;
             let params = KmeansParams {
                 clusters: k as u32,
                 bits: scratch.bits,
-                flags: if t0 == 0 { FIRST_WINDOW } else { 0 },
+                flags: window_flags,
                 num_workgroups: count as u32,
                 rec_base: recs_w.base,
                 changed_base: changed_w.base,
-                threads: threads as u32,
+                threads: count_t as u32,
                 cluster_first: c0 as u32,
+                lane_base: lanes_w.base,
                 ..Default::default()
             };
             let uniform = ctx.uniform("kmeans update params", &params);
@@ -312,6 +392,7 @@ pub fn encode_update(
                 (6, changed_w.bind(scratch.changed.buffer())),
                 (9, status_w.bind(scratch.status.buffer())),
                 (10, totals_w.bind(scratch.totals.buffer())),
+                (11, lanes_w.bind(scratch.lanes.buffer())),
             ];
             ctx.dispatch(encoder, &pipeline, &bindings, params.num_workgroups)?;
         }

@@ -5,7 +5,8 @@
 //! iteration cap; and the centroid gradient `∂L/∂c_k = Σ_{i ∈ k} ∂L/∂w_i` for fine-tuning.
 //!
 //! The returned codes are the last assignment and the centroids the means of its clusters
-//! (an empty cluster keeps its centroid). In 1-D, Lloyd's update keeps centroids sorted: a
+//! (an empty cluster keeps its centroid). Both backends sum in f32 in the same fixed order
+//! (`src/cpu/kmeans.rs`), so they return the same centroids, codes and iteration counts. In 1-D, Lloyd's update keeps centroids sorted: a
 //! cluster is an interval between midpoints, so its mean stays between its neighbours'.
 
 use rand::SeedableRng;
@@ -309,7 +310,7 @@ pub fn centroid_gradient(
         }
         Backend::Cpu => {
             let stats = cpu::kmeans::cluster_sums(grads, codes, bits, mask, None)?;
-            Ok(stats.sums.iter().map(|&s| s as f32).collect())
+            Ok(stats.sums)
         }
     }
 }
