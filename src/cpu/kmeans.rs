@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::pack::{self, get_code};
+pub use crate::kernel::kmeans::elems_per_thread;
 
 /// Threads of a workgroup (`WORKGROUP_SIZE` of the GPU launchers): the lanes of the combine.
 pub const LANES: usize = 256;
@@ -21,13 +22,6 @@ const BLOCK: usize = 16;
 
 /// Workgroups whose records one rayon batch computes before they are folded in order.
 const BATCH_WORKGROUPS: usize = 16;
-
-/// Elements each thread sums for `bits`-bit codes: 16 per cluster, at least 256. Mirrors
-/// `gpu::kmeans::elems_per_thread` (tests/deep_compression.rs checks they agree).
-pub const fn elems_per_thread(bits: u32) -> usize {
-    let per = 16usize << bits;
-    if per < 256 { 256 } else { per }
-}
 
 /// Per-cluster totals of one pass.
 #[derive(Clone, Debug, Default, PartialEq)]

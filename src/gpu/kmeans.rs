@@ -14,6 +14,7 @@ use super::segments::UNPACK_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use crate::error::{Error, Result};
 use crate::format::pack;
+pub use crate::kernel::kmeans::elems_per_thread;
 
 /// The composed WGSL of this kernel family.
 pub const SHADER: Shader = Shader {
@@ -87,15 +88,6 @@ fn binding_words(ctx: &Context) -> u64 {
     ctx.work_limits().max_binding_bytes.saturating_sub(align) / 4
 }
 
-/// Elements per thread: at least 256 (a thread's record costs no more than its loads), and
-/// 16 per cluster so the records stay at most half a byte per element. A constant of `bits`
-/// (device limits never change it: it fixes the order of the sums); mirrors
-/// `cpu::kmeans::elems_per_thread`.
-pub const fn elems_per_thread(bits: u32) -> u32 {
-    let per = 16u32 << bits;
-    if per < 256 { 256 } else { per }
-}
-
 /// One `kmeans_partials` dispatch: `len` elements from `start`, `workgroups` workgroups of
 /// `per` elements per thread whose first thread is `thread0`, extending their records when
 /// `accumulate`.
@@ -136,7 +128,7 @@ impl KmeansScratch {
                 format!("bits {bits} outside 1..={MAX_BITS}"),
             ));
         }
-        let per = elems_per_thread(bits);
+        let per = elems_per_thread(bits) as u32;
         let span = u64::from(per) * u64::from(WORKGROUP_SIZE);
         // Every thread of every workgroup writes a record.
         let threads = (n as u64).div_ceil(span).max(1) as usize * WORKGROUP_SIZE as usize;

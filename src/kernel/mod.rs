@@ -5,6 +5,7 @@
 pub mod codebook;
 pub mod discretize;
 pub mod int8_matmul;
+pub mod kmeans;
 pub mod lsq;
 pub mod optimizer;
 pub mod weq;
