@@ -234,10 +234,11 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     outln!("");
     outln!("SQNR is measured after the round trip: quantize, write, dequantize, read back.");
     outln!(
-        "GPU=CPU: elements decoded bit-identically. Uniform schemes are twins of one algorithm; \
-         the codebook methods search differently on each side (WEQ: histogram sweeps vs the \
-         exact sort; lin/exp, k-means: other reduction orders), so their levels differ in the \
-         last bits and the two SQNR columns are the comparison."
+        "GPU=CPU: elements decoded bit-identically. Uniform schemes and Deep Compression's \
+         k-means are twins of one algorithm in one order of f32 operations; WEQ runs the same \
+         histogram sweep on both, but its scores use ln, whose last bits differ between \
+         devices, so a near-tie may be settled apart and the two SQNR columns are the \
+         comparison; lin/exp likewise search with device transcendentals."
     );
     if let Some(d) = &args.keep {
         outln!("files kept in {}", d.display());
