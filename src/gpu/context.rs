@@ -28,6 +28,8 @@ pub struct Context {
     limits: wgpu::Limits,
     work: WorkLimits,
     pipelines: Arc<Mutex<HashMap<String, wgpu::ComputePipeline>>>,
+    /// One-element read-only tensors bound where a kernel's optional input is absent, made once.
+    placeholders: Arc<Mutex<HashMap<super::ElemType, super::GpuTensor>>>,
     /// Why the device was lost, once it has been (only tracked on devices wgquant created).
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -175,8 +177,22 @@ impl Context {
             limits,
             work,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
+            placeholders: Arc::new(Mutex::new(HashMap::new())),
             lost: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// A one-element zero tensor of `dtype` to bind where a kernel's optional input (a bias, a
+    /// zero point) is absent: created once per context, so encoding allocates nothing for it.
+    /// Kernels only read it.
+    pub fn placeholder(&self, dtype: super::ElemType) -> Result<super::GpuTensor> {
+        let mut map = self.placeholders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = map.get(&dtype) {
+            return Ok(t.clone());
+        }
+        let t = super::GpuTensor::zeros(self, &[1], dtype)?;
+        map.insert(dtype, t.clone());
+        Ok(t)
     }
 
     /// The same device with lower work limits (never higher than the device's), so tests can

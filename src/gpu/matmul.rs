@@ -147,7 +147,7 @@ pub fn encode(
     let bias_t = match bias {
         Some(t) => t,
         None => {
-            dummy = GpuTensor::zeros(ctx, &[1], ElemType::F32)?;
+            dummy = ctx.placeholder(ElemType::F32)?;
             &dummy
         }
     };

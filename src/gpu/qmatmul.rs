@@ -249,8 +249,8 @@ pub fn encode(
     let whole = |t: &GpuTensor| window(ctx, t.offset(), 0, t.numel() as u64);
     let x_w = whole(x)?;
     let y_w = whole(y)?;
-    let dummy_f32 = GpuTensor::zeros(ctx, &[1], ElemType::F32)?;
-    let dummy_i32 = GpuTensor::zeros(ctx, &[1], ElemType::I32)?;
+    let dummy_f32 = ctx.placeholder(ElemType::F32)?;
+    let dummy_i32 = ctx.placeholder(ElemType::I32)?;
     let (table, per_group, zero, qmin) = match w.decoding {
         GpuDecoding::Affine { scale, zero, qmin } => (scale, 1u64, zero, qmin),
         GpuDecoding::Codebook { levels } => (levels, 1u64 << l.bits, None, 0),
