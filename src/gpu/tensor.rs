@@ -109,13 +109,23 @@ impl GpuTensor {
         shape: &[usize],
         dtype: ElemType,
     ) -> Result<Self> {
-        let bytes = numel(shape) as u64 * dtype.size();
         if !offset.is_multiple_of(4) {
             return Err(Error::param(
                 "GpuTensor::wrap",
                 format!("offset {offset} is not a multiple of 4"),
             ));
         }
+        // Checked: a caller's shape must not wrap into a small size that then "fits".
+        let bytes = shape
+            .iter()
+            .try_fold(dtype.size(), |a, &d| a.checked_mul(d as u64))
+            .filter(|b| b.checked_add(offset).is_some())
+            .ok_or_else(|| {
+                Error::shape(
+                    "GpuTensor::wrap",
+                    format!("shape {shape:?} overflows a byte size"),
+                )
+            })?;
         if offset + bytes > buffer.size() {
             return Err(Error::shape(
                 "GpuTensor::wrap",
