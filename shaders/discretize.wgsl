@@ -5,7 +5,16 @@
 // narrows the next round's interval around it. Mirrors src/cpu/discretize.rs.
 // Needs common.wgsl, affine.wgsl and tiles.wgsl before it.
 
-// Mirrors `DiscretizeParams` in src/gpu/discretize.rs (96 bytes).
+// Parity rule: everything that decides a bit of the output (levels, thresholds, candidate
+// x0, the sums, the argmax) uses only +, −, ×, comparisons, selects, conversions and bit
+// casts, with constants that need a division (1/(C+1), 1/(K−1)) rounded once on the host; no
+// exp2/log2/pow (implementation-defined precision), no division (2.5 ULP) and no sqrt. The
+// exponential ratio α is found by bisection on x0·α^(K−1) ≥ 1 with products only. This holds
+// on devices that round every product (Vulkan lets a driver fuse a·b + c into an FMA, and
+// naga emits no NoContraction; lavapipe does not fuse) and keep subnormals (a device that
+// flushes them differs only on weights below ~1e-19 of the group's maximum).
+
+// Mirrors `DiscretizeParams` in src/gpu/discretize.rs (112 bytes).
 struct DiscretizeParams {
     tiles: TileParams,
     candidates: u32,      // C
@@ -15,23 +24,28 @@ struct DiscretizeParams {
     rec_first: u32,       // disc_moments: global record at `rec_base` of the bound output
     rec_base: u32,        // disc_select: first record of the dispatch's groups
     num_groups: u32,      // disc_select: groups in the dispatch
-    corr_base: u32,       // disc_select: first correlation of the dispatch's groups
+    corr_base: u32,       // disc_select: first score pair of the dispatch's groups
     state_base: u32,      // index in the bound states of the group at `tiles.group_base`
     cand_first: u32,      // disc_moments: the dispatch's first candidate
     cand_count: u32,      // disc_moments: candidates in the dispatch
+    first_round: u32,     // disc_select: 1 when the state holds no best yet
+    inv_c1: f32,          // 1/(C+1), host-rounded
+    inv_km1: f32,         // 1/(K−1), host-rounded (0 when K = 1)
+    n_scale: f32,         // 2^(−2⌈log2 n⌉) for the score comparison
     _pad: u32,
 }
 
-// Mirrors `SearchState` in src/cpu/discretize.rs (32 bytes).
+// Mirrors `SearchState` in src/kernel/discretize.rs (32 bytes); best_corr and scale are the
+// host's.
 struct SearchState {
     lo: f32,        // the next round's candidates lie in (lo, hi)
     hi: f32,
     best_x0: f32,
     best_corr: f32,
-    scale: f32,     // σ_w / σ_q at the best x0 (variance-preserving level factor)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    scale: f32,
+    cov: f32,       // the best candidate's n·Σwq − Σw·Σq
+    vw: f32,        // n·Σw² − (Σw)²
+    vq: f32,        // the best candidate's n·Σq² − (Σq)²
 }
 
 // Sums of q, q², w·q, w, w² (w shifted by the group's midrange); mirrors `Moments`.
@@ -52,7 +66,7 @@ struct Moments {
 @group(0) @binding(3) var<storage, read_write> states: array<SearchState>;
 @group(0) @binding(4) var<storage, read_write> moments_out: array<Moments>;
 @group(0) @binding(5) var<storage, read> moments_in: array<Moments>;
-@group(0) @binding(6) var<storage, read_write> correlations: array<f32>;
+@group(0) @binding(6) var<storage, read_write> scores: array<vec2<f32>>;
 
 var<workgroup> wg_q: array<f32, WORKGROUP_SIZE>;
 var<workgroup> wg_qq: array<f32, WORKGROUP_SIZE>;
@@ -69,65 +83,105 @@ fn add_moments(a: Moments, b: Moments) -> Moments {
 }
 
 fn candidate_x0(s: SearchState, c: u32) -> f32 {
-    return s.lo + (s.hi - s.lo) * (f32(c + 1u) / f32(params.candidates + 1u));
+    return s.lo + (s.hi - s.lo) * (f32(c + 1u) * params.inv_c1);
 }
 
-// The levels of one x0: y = f(u)·a + b (f = identity or log2) reaches k at the midpoint
-// between r_k and r_{k+1}; c is the linear step d or log2(x0). Mirrors `Ladder::new`.
+// x0·α^(K−1) by squaring (bits of K−1 ascending); mirrors `pow_levels`.
+fn pow_levels(a: f32) -> f32 {
+    var r = 1.0;
+    var b = a;
+    var e = params.half_levels - 1u;
+    while (e > 0u) {
+        if ((e & 1u) == 1u) { r = r * b; }
+        b = b * b;
+        e = e >> 1u;
+    }
+    return r;
+}
+
+// The smallest α found by bisection with x0·α^(K−1) ≥ 1 (K ≥ 2); mirrors `solve_alpha`.
+fn solve_alpha(x0: f32) -> f32 {
+    var lo = 1.0;
+    var hi = 2.0;
+    for (var i = 0u; i < 160u; i++) {
+        if (x0 * pow_levels(hi) >= 1.0) { break; }
+        lo = hi;
+        hi = hi * 2.0;
+    }
+    for (var i = 0u; i < 64u; i++) {
+        let mid = (lo + hi) * 0.5;
+        if (!(mid > lo && mid < hi)) { break; }
+        if (x0 * pow_levels(mid) < 1.0) { lo = mid; } else { hi = mid; }
+    }
+    return hi;
+}
+
+// One candidate's levels and thresholds against |w| for a group of maximum m; mirrors
+// `Ladder` and `Scan`. Levels: r_1 = x0, r_K = 1, between them x0·(P(j−2)·α) or
+// x0 + (j−1)·d. Thresholds |w| ≥ T(s) (s = 0..K−2, between r_{s+1} and r_{s+2}):
+// (m·x0)·h·P(s) with h = (1 + α)/2, or m·(x0 + (2s+1)·d/2). P(s) multiplies pw[bit] over the
+// set bits of s from the top, pw[i] = α^(2^i).
 struct Ladder {
     x0: f32,
-    a: f32,
-    b: f32,
-    c: f32,
+    m: f32,
+    alpha: f32,   // exponential ratio
+    d: f32,       // linear step
+    zero_t: f32,  // 0.5·(m·x0): below it the zero level
+    base: f32,    // (m·x0)·h
+    half_d: f32,
+    nb: u32,      // bits of K − 2
+    pw: array<f32, 8>,
 }
 
-fn ladder(x0: f32) -> Ladder {
+fn ladder(x0: f32, m: f32) -> Ladder {
     let k = params.half_levels;
-    if (k <= 1u) { return Ladder(x0, 0.0, 0.0, 0.0); }
-    let km1 = f32(k - 1u);
+    var l = Ladder(x0, m, 1.0, 0.0, 0.5 * (m * x0), 0.0, 0.0, 0u,
+                   array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0));
+    if (k <= 1u) { return l; }
+    if (k > 2u) { l.nb = 32u - countLeadingZeros(k - 2u); }
     if (params.exponential == 1u) {
-        let lx = log2(x0);
-        let la = -lx / km1;                        // log2 α, α^(K−1) = 1/x0
-        let h = log2(0.5 + 0.5 * exp2(la));        // log2 of the midpoint factor (1 + α)/2
-        let a = 1.0 / la;
-        return Ladder(x0, a, -(lx + h) * a, lx);
-    }
-    let d = (1.0 - x0) / km1;
-    let a = 1.0 / d;
-    return Ladder(x0, a, -x0 * a - 0.5, d);
-}
-
-// Index of the level nearest to u = |w|/m: 0 for the zero level, ties upward. Branches only
-// on uniform values; per-element choices are selects (divergent branches cost a SIMD device
-// both sides).
-fn magnitude_index(l: Ladder, u: f32) -> u32 {
-    let k = params.half_levels;
-    var j = 1u;
-    if (k > 1u) {
-        var f = u;
-        if (params.exponential == 1u) { f = log2(max(u, 1e-30)); }
-        let y = f * l.a + l.b;
-        j = select(1u, 2u + u32(min(y, f32(k - 2u))), y >= 0.0);
-    }
-    return select(j, 0u, u < 0.5 * l.x0);
-}
-
-// r_j in units of m (0 for j = 0): x0 + (j−1)·d, or x0^((K−j)/(K−1)).
-fn level(l: Ladder, j: u32) -> f32 {
-    let k = params.half_levels;
-    var r = l.x0;
-    if (k > 1u) {
-        if (params.exponential == 1u) {
-            r = exp2(l.c * (f32(k - max(j, 1u)) / f32(k - 1u)));
-        } else {
-            r = l.x0 + f32(max(j, 1u) - 1u) * l.c;
+        l.alpha = solve_alpha(x0);
+        l.base = (m * x0) * (0.5 + 0.5 * l.alpha);
+        var p = l.alpha;
+        for (var i = 0u; i < 8u; i++) {
+            l.pw[i] = p;
+            p = p * p;
         }
+    } else {
+        l.d = (1.0 - x0) * params.inv_km1;
+        l.half_d = 0.5 * l.d;
     }
-    return select(r, 0.0, j == 0u);
+    return l;
 }
 
-fn discretized(x: f32, inv_m: f32, l: Ladder) -> f32 {
-    let q = level(l, magnitude_index(l, abs(x) * inv_m));
+// The discretized magnitude of a = |w| in level units: 0 below the zero threshold, else the
+// level after the last threshold ≤ a, found by a binary search whose probes are the same
+// on both twins (ties go to the larger level). Loops run on uniform counts; per-element
+// choices are selects.
+fn magnitude(l: Ladder, a: f32) -> f32 {
+    let k = params.half_levels;
+    if (k <= 1u) { return select(l.x0, 0.0, a < l.zero_t); }
+    let expo = params.exponential == 1u;
+    let t0 = select(l.m * (l.x0 + l.half_d), l.base, expo);
+    var pos = 0u;
+    var p = 1.0;
+    for (var bit = l.nb; bit > 0u; bit--) {
+        let cand = pos + (1u << (bit - 1u));
+        let pc = p * l.pw[bit - 1u];
+        let t = select(l.m * (l.x0 + f32(2u * cand + 1u) * l.half_d), l.base * pc, expo);
+        let take = cand <= k - 2u && t <= a;
+        pos = select(pos, cand, take);
+        p = select(p, pc, take);
+    }
+    let j = select(1u, pos + 2u, t0 <= a);
+    var r = select(l.x0 + f32(j - 1u) * l.d, l.x0 * (p * l.alpha), expo);
+    r = select(r, l.x0, j == 1u);
+    r = select(r, 1.0, j == k);
+    return select(r, 0.0, a < l.zero_t);
+}
+
+fn discretized(x: f32, l: Ladder) -> f32 {
+    let q = magnitude(l, abs(x));
     return select(select(0.0, q, x > 0.0), -q, x < 0.0);
 }
 
@@ -184,13 +238,11 @@ fn disc_moments(@builtin(workgroup_id) wid: vec3<u32>,
         let r = ranges[g];
         let m = max(abs(r.lo), abs(r.hi));
         let mid = 0.5 * r.lo + 0.5 * r.hi;
-        var inv_m = 0.0;
-        if (m > 0.0) { inv_m = 1.0 / m; }
-        let l = ladder(candidate_x0(states[g - t.group_base + params.state_base], c));
+        let l = ladder(candidate_x0(states[g - t.group_base + params.state_base], c), m);
         let span = tile_range(t, slot.tile);
         for (var i = span.x + slot.lane; i < span.y; i += t.lanes) {
             let x = values[i];
-            let q = discretized(x, inv_m, l);
+            let q = discretized(x, l);
             let w = x - mid;
             acc.q += q;
             acc.qq += q * q;
@@ -228,8 +280,32 @@ fn disc_reduce(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// One thread per group: every candidate's correlation, the first maximum, the state moved
-// (best so far, variance-preserving scale, next interval ±one step around the best).
+// A candidate's score key: corr ∝ cov/√vq within a group (vw is the group's), compared as
+// cov·|cov|/vq by cross-multiplying, cov scaled by f (2^−⌊e(vw)/2⌋−1, so (cov·f)² ≲ vq) and vq
+// by n_scale (so vq ≤ 1): powers of two, so the order is the exact key's up to one rounding
+// per product, and no product overflows. (0, 1) when a variance is not positive.
+fn score_key(cov: f32, vw: f32, vq: f32, f: f32) -> vec2<f32> {
+    if (vw > 0.0 && vq > 0.0) {
+        let a = cov * f;
+        return vec2<f32>(a * abs(a), vq * params.n_scale);
+    }
+    return vec2<f32>(0.0, 1.0);
+}
+
+// Whether key a beats key b (strictly: ties keep the earlier).
+fn beats(a: vec2<f32>, b: vec2<f32>) -> bool {
+    return a.x * b.y > b.x * a.y;
+}
+
+// 2^(−⌊e/2⌋−1) for the exponent e of v > 0 (1 otherwise); mirrors `cov_factor`.
+fn cov_factor(v: f32) -> f32 {
+    if (!(v > 0.0)) { return 1.0; }
+    let e = i32((bitcast<u32>(v) >> 23u) & 0xffu) - 127;
+    return bitcast<f32>(u32(127 - (e >> 1u) - 1) << 23u);
+}
+
+// One thread per group: every candidate's (cov, vq), the first best by `beats`, the state
+// moved (best so far with its sums, next interval ±one step around the best).
 @compute @workgroup_size(256)
 fn disc_select(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>,
@@ -240,36 +316,35 @@ fn disc_select(@builtin(workgroup_id) wid: vec3<u32>,
     if (gi >= params.num_groups) { return; }
     let gw = params.state_base + gi;
     var st = states[gw];
-    let r = ranges[params.tiles.group_base + gi];
-    let m = max(abs(r.lo), abs(r.hi));
     let n = f32(params.tiles.group_len);
-    var best = bitcast<f32>(0xff800000u);
+    let first = params.rec_base + gi * params.candidates;
+    let s0 = moments_in[first];
+    let vw = n * s0.ww - s0.w * s0.w;
+    let f = cov_factor(vw);
+    var best_key = vec2<f32>(0.0, 1.0);
     var best_c = 0u;
-    var best_scale = m;
+    var best_cov = 0.0;
+    var best_vq = 0.0;
     for (var c = 0u; c < params.candidates; c++) {
-        let s = moments_in[params.rec_base + gi * params.candidates + c];
+        let s = moments_in[first + c];
         let cov = n * s.wq - s.w * s.q;
-        let vw = n * s.ww - s.w * s.w;
         let vq = n * s.qq - s.q * s.q;
-        var corr = 0.0;
-        var scale = m;
-        if (vw > 0.0 && vq > 0.0) {
-            corr = cov / (sqrt(vw) * sqrt(vq));
-            scale = sqrt(vw) / sqrt(vq);
-        }
-        correlations[params.corr_base + gi * params.candidates + c] = corr;
-        if (corr > best) {
-            best = corr;
+        scores[params.corr_base + gi * params.candidates + c] = vec2<f32>(cov, vq);
+        let key = score_key(cov, vw, vq, f);
+        if (c == 0u || beats(key, best_key)) {
+            best_key = key;
             best_c = c;
-            best_scale = scale;
+            best_cov = cov;
+            best_vq = vq;
         }
     }
-    let step = (st.hi - st.lo) / f32(params.candidates + 1u);
-    if (best > st.best_corr) {
+    let step = (st.hi - st.lo) * params.inv_c1;
+    if (params.first_round == 1u || beats(best_key, score_key(st.cov, vw, st.vq, f))) {
         st.best_x0 = candidate_x0(st, best_c);
-        st.best_corr = best;
-        st.scale = best_scale;
+        st.cov = best_cov;
+        st.vq = best_vq;
     }
+    st.vw = vw;
     st.lo = max(st.best_x0 - step, 0.0);
     st.hi = min(st.best_x0 + step, 1.0);
     states[gw] = st;

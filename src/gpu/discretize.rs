@@ -15,7 +15,9 @@ use super::segments::AFFINE_WGSL;
 use super::tensor::{ElemType, GpuTensor};
 use super::tiles::{TILES_WGSL, TileChunk, TileParams, TilePlan, window_for};
 use crate::error::{Error, Result};
-use crate::kernel::discretize::{SearchSpec, SearchState};
+use crate::kernel::discretize::{
+    self as shared, LANE_WORK, MAX_TILE, SearchSpec, SearchState, Tiling,
+};
 
 /// The composed WGSL of this kernel family.
 pub const SHADER: Shader = Shader {
@@ -56,17 +58,26 @@ pub struct DiscretizeParams {
     pub cand_first: u32,
     /// `disc_moments`: candidates in the dispatch (a small grid may need several).
     pub cand_count: u32,
+    /// `disc_select`: 1 in the first round (the state holds no best yet).
+    pub first_round: u32,
+    /// `1/(C+1)`, rounded on the host.
+    pub inv_c1: f32,
+    /// `1/(K−1)`, rounded on the host (0 when K = 1).
+    pub inv_km1: f32,
+    /// `2^(−2⌈log2 n⌉)`, n the group length.
+    pub n_scale: f32,
     pub _pad: u32,
 }
-const _: () = assert!(std::mem::size_of::<DiscretizeParams>() == 96);
+const _: () = assert!(std::mem::size_of::<DiscretizeParams>() == 112);
 
-/// Largest tile: 256 lanes of [`LANE_WORK`] elements.
-const MAX_TILE: u64 = 256 * LANE_WORK;
-
-/// Elements per lane: on a CPU-emulated device (llvmpipe) a workgroup barrier costs about as
-/// much as 70 ns per invocation, so a lane needs on the order of a hundred elements (each one
-/// a few ns) before the reduction's two barriers stop dominating.
-const LANE_WORK: u64 = 128;
+/// The tiling `ctx` gives a search: [`Tiling::DEFAULT`] unless a binding holds fewer
+/// elements. The CPU twin needs the same to write the same bits.
+pub fn tiling(ctx: &Context) -> Tiling {
+    Tiling {
+        value_tile: max_tile(ctx, 1),
+        record_tile: max_tile(ctx, RECORD_BYTES / 4),
+    }
+}
 
 /// The largest tile for elements of `words` 4-byte words: [`MAX_TILE`], or less when one
 /// binding holds fewer elements.
@@ -83,15 +94,16 @@ const RECORD_BYTES: u64 = 32;
 const STATE_WORDS: u64 = 8;
 
 /// Device buffers of a search: per group its range and search state, and per (group,
-/// candidate) the last round's correlation.
+/// candidate) the last round's `(cov, vq)` (the host turns them into correlations with
+/// [`shared::correlations`]).
 #[derive(Clone, Debug)]
 pub struct SearchBuffers {
     /// One `GroupRange` per group.
     pub ranges: GpuTensor,
     /// One [`SearchState`] per group.
     pub states: GpuTensor,
-    /// `groups × C` f32, group major.
-    pub correlations: GpuTensor,
+    /// `groups × C × 2` f32 `(cov, vq)` pairs, group major.
+    pub scores: GpuTensor,
 }
 
 impl SearchBuffers {
@@ -116,7 +128,7 @@ impl SearchBuffers {
                 &[groups, STATE_WORDS as usize],
                 ElemType::U32,
             )?,
-            correlations: GpuTensor::zeros(ctx, &[groups * candidates as usize], ElemType::F32)?,
+            scores: GpuTensor::zeros(ctx, &[groups * candidates as usize * 2], ElemType::F32)?,
         })
     }
 }
@@ -138,7 +150,7 @@ pub fn encode(
     let c = u64::from(spec.candidates);
     if bufs.ranges.byte_len() != groups * 16
         || bufs.states.byte_len() != groups * STATE_WORDS * 4
-        || bufs.correlations.byte_len() != groups * c * 4
+        || bufs.scores.byte_len() != groups * c * 8
     {
         return Err(Error::shape(
             "discretize",
@@ -148,21 +160,34 @@ pub fn encode(
     minmax::encode(ctx, encoder, input, group_len, &bufs.ranges)?;
     let records = groups * c * plan.tiles_per_group;
     let sums = GpuTensor::zeros(ctx, &[(records * RECORD_BYTES / 4) as usize], ElemType::U32)?;
+    let k = spec.half_levels();
     let base = DiscretizeParams {
         candidates: spec.candidates,
-        half_levels: spec.half_levels(),
+        half_levels: k,
         exponential: spec.partition.id(),
+        inv_c1: shared::reciprocal(spec.candidates + 1),
+        inv_km1: if k > 1 {
+            shared::reciprocal(k - 1)
+        } else {
+            0.0
+        },
+        n_scale: shared::n_scale(group_len as u64),
         ..Default::default()
     };
-    for _ in 0..spec.rounds {
+    for round in 0..spec.rounds {
         moments_pass(ctx, encoder, &plan, &base, input, bufs, &sums)?;
         let reduced = reduce_records(ctx, encoder, groups * c, plan.tiles_per_group, &sums)?;
-        select_pass(ctx, encoder, &plan, &base, &reduced, bufs)?;
+        let select = DiscretizeParams {
+            first_round: u32::from(round == 0),
+            ..base
+        };
+        select_pass(ctx, encoder, &plan, &select, &reduced, bufs)?;
     }
     Ok(())
 }
 
-/// [`encode`], submitted and waited for: the final states and the last round's correlations.
+/// [`encode`], submitted and waited for: the final states (finished on the host) and the last
+/// round's correlations.
 pub fn search(
     ctx: &Context,
     input: &GpuTensor,
@@ -174,7 +199,13 @@ pub fn search(
     ctx.run("discretize", |enc| {
         encode(ctx, enc, input, group_len, spec, &bufs)
     })?;
-    Ok((bufs.states.download(ctx)?, bufs.correlations.to_f32(ctx)?))
+    let ranges: Vec<crate::affine::GroupRange> = bufs.ranges.download(ctx)?;
+    let mut states: Vec<SearchState> = bufs.states.download(ctx)?;
+    for (s, r) in states.iter_mut().zip(&ranges) {
+        s.finish(r.lo.abs().max(r.hi.abs()));
+    }
+    let corrs = shared::correlations(&bufs.scores.to_f32(ctx)?, &states, spec.candidates);
+    Ok((states, corrs))
 }
 
 /// Windows of a group range of the ranges (16-byte) and states (32-byte) tensors.
@@ -315,7 +346,7 @@ fn select_pass(
     for g in spans(0..groups, per_chunk) {
         let recs = g.start * c..g.end * c;
         let sums_w = window_for(ctx, sums.offset(), &recs, RECORD_BYTES)?;
-        let corr_w = window_for(ctx, bufs.correlations.offset(), &recs, 4)?;
+        let corr_w = window_for(ctx, bufs.scores.offset(), &recs, 8)?;
         let (ranges_w, states_w) = group_windows(bufs, ctx, &g)?;
         let n = (g.end - g.start) as u32;
         let chunk = TileChunk {
@@ -335,10 +366,9 @@ fn select_pass(
         let uniform = ctx.uniform("discretize select params", &params);
         let bindings = [
             (0, uniform.as_entire_binding()),
-            (2, ranges_w.bind(bufs.ranges.buffer())),
             (3, states_w.bind(bufs.states.buffer())),
             (5, sums_w.bind(sums.buffer())),
-            (6, corr_w.bind(bufs.correlations.buffer())),
+            (6, corr_w.bind(bufs.scores.buffer())),
         ];
         ctx.dispatch(encoder, &pipeline, &bindings, params.num_workgroups)?;
     }

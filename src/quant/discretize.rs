@@ -14,7 +14,7 @@ use crate::cpu::discretize::{self as twin, Ladder};
 use crate::error::{Error, Result};
 use crate::format::{Encoding, Granularity, QuantizedTensor};
 use crate::gpu::{self, GpuTensor};
-use crate::kernel::discretize::{SearchSpec, SearchState};
+use crate::kernel::discretize::{SearchSpec, SearchState, Tiling};
 
 use super::{Backend, check_finite, codebook};
 
@@ -137,21 +137,20 @@ pub fn search_from(
             ctx.run("discretize", |enc| {
                 gpu::discretize::encode(ctx, enc, &input, group_len, spec, &bufs)
             })?;
-            (
-                bufs.ranges.download(ctx)?,
-                bufs.states.download(ctx)?,
-                bufs.correlations.to_f32(ctx)?,
-            )
-        }
-        Backend::Cpu => {
-            let ranges = crate::cpu::minmax::group_ranges(data, group_len)?;
-            let mut states = vec![start; ranges.len()];
-            let mut corrs = Vec::new();
-            for _ in 0..spec.rounds {
-                corrs = twin::search_round(data, group_len, &ranges, &mut states, spec)?;
+            let ranges: Vec<crate::affine::GroupRange> = bufs.ranges.download(ctx)?;
+            let mut states: Vec<SearchState> = bufs.states.download(ctx)?;
+            for (s, r) in states.iter_mut().zip(&ranges) {
+                s.finish(twin::range_terms(r).0);
             }
+            let corrs = crate::kernel::discretize::correlations(
+                &bufs.scores.to_f32(ctx)?,
+                &states,
+                spec.candidates,
+            );
             (ranges, states, corrs)
         }
+        // The device's default tiling: the same bits as a GPU whose bindings hold ≥ 1 MiB.
+        Backend::Cpu => twin::search_tiled(data, group_len, spec, start, Tiling::DEFAULT)?,
     };
     Ok(Search {
         max_abs: ranges.iter().map(|r| twin::range_terms(r).0).collect(),
