@@ -161,20 +161,30 @@ fn ladder(x0: f32, m: f32) -> Ladder {
 fn magnitude(l: Ladder, a: f32) -> f32 {
     let k = params.half_levels;
     if (k <= 1u) { return select(l.x0, 0.0, a < l.zero_t); }
-    let expo = params.exponential == 1u;
-    let t0 = select(l.m * (l.x0 + l.half_d), l.base, expo);
     var pos = 0u;
-    var p = 1.0;
-    for (var bit = l.nb; bit > 0u; bit--) {
-        let cand = pos + (1u << (bit - 1u));
-        let pc = p * l.pw[bit - 1u];
-        let t = select(l.m * (l.x0 + f32(2u * cand + 1u) * l.half_d), l.base * pc, expo);
-        let take = cand <= k - 2u && t <= a;
-        pos = select(pos, cand, take);
-        p = select(p, pc, take);
+    var j = 1u;
+    var r = l.x0;
+    // One loop per partition (a uniform branch): the linear probes need no powers of α.
+    if (params.exponential == 1u) {
+        var p = 1.0;
+        for (var bit = l.nb; bit > 0u; bit--) {
+            let cand = pos + (1u << (bit - 1u));
+            let pc = p * l.pw[bit - 1u];
+            let take = cand <= k - 2u && l.base * pc <= a;
+            pos = select(pos, cand, take);
+            p = select(p, pc, take);
+        }
+        j = select(1u, pos + 2u, l.base <= a);
+        r = l.x0 * (p * l.alpha);
+    } else {
+        for (var bit = l.nb; bit > 0u; bit--) {
+            let cand = pos + (1u << (bit - 1u));
+            let t = l.m * (l.x0 + f32(2u * cand + 1u) * l.half_d);
+            pos = select(pos, cand, cand <= k - 2u && t <= a);
+        }
+        j = select(1u, pos + 2u, l.m * (l.x0 + l.half_d) <= a);
+        r = l.x0 + f32(j - 1u) * l.d;
     }
-    let j = select(1u, pos + 2u, t0 <= a);
-    var r = select(l.x0 + f32(j - 1u) * l.d, l.x0 * (p * l.alpha), expo);
     r = select(r, l.x0, j == 1u);
     r = select(r, 1.0, j == k);
     return select(r, 0.0, a < l.zero_t);
