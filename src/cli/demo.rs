@@ -234,11 +234,12 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     outln!("");
     outln!("SQNR is measured after the round trip: quantize, write, dequantize, read back.");
     outln!(
-        "GPU=CPU: elements decoded bit-identically. Uniform schemes and Deep Compression's \
-         k-means are twins of one algorithm in one order of f32 operations; WEQ runs the same \
-         histogram sweep on both, but its scores use ln, whose last bits differ between \
+        "GPU=CPU: elements decoded bit-identically. Uniform schemes, lin/exp discretization and \
+         Deep Compression's k-means are twins of one algorithm in one order of f32 operations \
+         (MSE clip search: a near-tie of candidate errors can still fall apart); WEQ runs the \
+         same histogram sweep on both, but its scores use ln, whose last bits differ between \
          devices, so a near-tie may be settled apart and the two SQNR columns are the \
-         comparison; lin/exp likewise search with device transcendentals."
+         comparison."
     );
     if let Some(d) = &args.keep {
         outln!("files kept in {}", d.display());
