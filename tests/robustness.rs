@@ -742,12 +742,14 @@ fn a_plot_never_replaces_the_checkpoint_it_draws() {
 #[test]
 fn wrapping_a_buffer_with_a_shape_that_overflows_is_an_error() {
     let Some(ctx) = common::gpu() else { return };
-    let buffer = ctx.device().create_buffer(&wgquant::wgpu::BufferDescriptor {
-        label: None,
-        size: 64,
-        usage: wgquant::gpu::GpuTensor::USAGE,
-        mapped_at_creation: false,
-    });
+    let buffer = ctx
+        .device()
+        .create_buffer(&wgquant::wgpu::BufferDescriptor {
+            label: None,
+            size: 64,
+            usage: wgquant::gpu::GpuTensor::USAGE,
+            mapped_at_creation: false,
+        });
     // 2^62 · 4 elements of 4 bytes wrap u64 to 0 bytes, which would "fit" any buffer.
     let shape = [1usize << 62, 4];
     let r = wgquant::gpu::GpuTensor::wrap(buffer, 0, &shape, wgquant::gpu::ElemType::F32);

@@ -424,3 +424,24 @@ fn every_entry_point_compiles_on_the_device() {
     }
     common::finish("every_entry_point_compiles_on_the_device", count, failures);
 }
+
+#[test]
+fn precompile_builds_every_default_pipeline() {
+    let Some(ctx) = common::gpu() else { return };
+    let built = ctx.precompile().expect("every kernel compiles");
+    // Every compute entry point of every composed shader (f16 ones only where supported).
+    let entries: usize = all_shaders()
+        .iter()
+        .filter(|s| ctx.has_f16() || !s.source().contains("enable f16;"))
+        .map(|s| {
+            let module = naga::front::wgsl::parse_str(&s.source()).expect("parses");
+            module
+                .entry_points
+                .iter()
+                .filter(|e| e.stage == naga::ShaderStage::Compute)
+                .count()
+        })
+        .sum();
+    assert_eq!(built, entries);
+    assert!(built > 20, "only {built} pipelines");
+}

@@ -84,8 +84,7 @@ fn run_case(ctx: &Context, label: &str, x: &[f32], shape: &[usize], cfg: &WeqCon
     check_tables(&format!("{label} cpu"), &c.tensor)?;
     let group_len = cfg.granularity.group_len(shape).map_err(e)?;
     let s_gpu = cpu::weq_exact::partition_entropy(x, group_len, cfg.bits, tables(&g.tensor).1);
-    let s_twin =
-        cpu::weq_exact::partition_entropy(x, group_len, cfg.bits, tables(&twin.tensor).1);
+    let s_twin = cpu::weq_exact::partition_entropy(x, group_len, cfg.bits, tables(&twin.tensor).1);
     let s_cpu = cpu::weq_exact::partition_entropy(x, group_len, cfg.bits, tables(&c.tensor).1);
     for (k, ((sg, sc), exact)) in s_gpu.iter().zip(&s_cpu).zip(&c.entropy).enumerate() {
         // The exact algorithm's own S equals the S of the partition its thresholds apply.

@@ -41,6 +41,35 @@ pub use context::{Context, WorkLimits, describe_adapter, list_adapters};
 pub use dispatch::{PipelineOptions, Shader, WORKGROUP_SIZE, Window};
 pub use tensor::{ElemType, GpuTensor};
 
+impl Context {
+    /// Builds every kernel's pipelines now (their default specialisations; those a kernel
+    /// specialises by bit width or tile size at first use are built then), so a host engine
+    /// pays shader compilation at start-up rather than in its first frame. Returns the
+    /// number of pipelines built. Kernels needing f16 are skipped on devices without it.
+    pub fn precompile(&self) -> crate::Result<usize> {
+        let mut built = 0;
+        for shader in all_shaders() {
+            let source = shader.source();
+            if source.contains("enable f16;") && !self.has_f16() {
+                continue;
+            }
+            let module = naga::front::wgsl::parse_str(&source).map_err(|e| {
+                crate::Error::ShaderValidation {
+                    kernel: shader.name.to_string(),
+                    msg: e.emit_to_string(&source),
+                }
+            })?;
+            for entry in &module.entry_points {
+                if entry.stage == naga::ShaderStage::Compute {
+                    self.pipeline(&shader, &entry.name)?;
+                    built += 1;
+                }
+            }
+        }
+        Ok(built)
+    }
+}
+
 /// Every kernel family's composed WGSL, for validation and translation tests.
 pub fn all_shaders() -> Vec<Shader> {
     vec![

@@ -271,7 +271,12 @@ fn histogram_sweep_cpu(
 
 /// The exact sort-based algorithm (`cpu::weq_exact`) on the CPU: the reference the
 /// histogram sweep of [`solve`] is measured against, with S in f64.
-pub fn solve_exact(name: &str, data: &[f32], shape: &[usize], cfg: &WeqConfig) -> Result<WeqOutput> {
+pub fn solve_exact(
+    name: &str,
+    data: &[f32],
+    shape: &[usize],
+    cfg: &WeqConfig,
+) -> Result<WeqOutput> {
     check_finite(name, data)?;
     let group_len = cfg.group_len(shape)?;
     let (levels, thresholds, info) =
@@ -341,7 +346,9 @@ pub fn solve(
             )
         }
     };
-    finish(data, shape, cfg, group_len, codes, levels, thresholds, entropy, sweeps)
+    finish(
+        data, shape, cfg, group_len, codes, levels, thresholds, entropy, sweeps,
+    )
 }
 
 /// The WEQ output from a solve's tables: all-zero groups decode to 0, the tensor checked.
