@@ -324,7 +324,8 @@ fn fifo_input_fails_at_once() {
     }
 }
 
-/// A run long enough to be interrupted: exact WEQ on the CPU over 4M weights.
+/// A run long enough to be interrupted: the lin4 x0 search (63 candidates × 3 rounds) over
+/// 4M weights as one group, seconds on the CPU.
 fn slow_model(dir: &Path) -> PathBuf {
     let path = dir.join("big.safetensors");
     let w: Vec<f32> = (0..1024 * 4096).map(value).collect();
@@ -352,7 +353,7 @@ fn signals_remove_temporary_files_and_exit_128_plus_n() {
                 "-o",
                 out.to_str().unwrap(),
                 "--scheme",
-                "weq4",
+                "lin4",
                 "--granularity",
                 "tensor",
                 "--device",
