@@ -4,7 +4,7 @@
 
 /// Words per bin: count, low and high word of the fixed-point Σt².
 pub const BIN_WORDS: usize = 3;
-/// Words per prefix entry ([`Prefix`]).
+/// Words per prefix entry (`cpu::weq_histogram::Prefix`).
 pub const PREFIX_WORDS: usize = 2;
 
 /// Per-group outcome of a sweep; mirrors `WeqInfo` in the WGSL.
