@@ -28,6 +28,8 @@ pub struct Context {
     limits: wgpu::Limits,
     work: WorkLimits,
     pipelines: Arc<Mutex<HashMap<String, wgpu::ComputePipeline>>>,
+    /// The WGSL language extensions of the instance the device came from.
+    wgsl_features: wgpu::WgslLanguageFeatures,
     /// One-element read-only tensors bound where a kernel's optional input is absent, made once.
     placeholders: Arc<Mutex<HashMap<super::ElemType, super::GpuTensor>>>,
     /// Why the device was lost, once it has been (only tracked on devices wgquant created).
@@ -127,7 +129,9 @@ impl Context {
                 found: found(),
             });
         };
-        Self::from_adapter(adapter)
+        let mut ctx = Self::from_adapter(adapter)?;
+        ctx.wgsl_features = instance.wgsl_language_features();
+        Ok(ctx)
     }
 
     /// Creates a device on a given adapter with its own limits and the optional features
@@ -177,9 +181,21 @@ impl Context {
             limits,
             work,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
+            // An adopted device's instance is the host's; these are the same for every
+            // instance of this wgpu build, asked of one without backends (no driver touched).
+            wgsl_features: wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: wgpu::Backends::empty(),
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            })
+            .wgsl_language_features(),
             placeholders: Arc::new(Mutex::new(HashMap::new())),
             lost: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The WGSL language extensions shaders may use on this context.
+    pub fn wgsl_features(&self) -> wgpu::WgslLanguageFeatures {
+        self.wgsl_features.clone()
     }
 
     /// A one-element zero tensor of `dtype` to bind where a kernel's optional input (a bias, a

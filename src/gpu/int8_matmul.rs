@@ -3,7 +3,6 @@
 //! multiplier). CPU twin: `src/cpu/int8_matmul.rs`, bit-identical.
 
 use crate::gpu::dispatch::spans;
-use std::sync::OnceLock;
 
 use super::context::Context;
 use super::dispatch::{COMMON_WGSL, PipelineOptions, Shader, WORKGROUP_SIZE, window};
@@ -99,22 +98,14 @@ pub enum DotPath {
 }
 
 impl DotPath {
-    /// The path [`DotPath::Auto`] resolves to in this build.
-    pub fn resolve(self) -> DotPath {
-        static DOT4: OnceLock<bool> = OnceLock::new();
+    /// The path [`DotPath::Auto`] resolves to on `ctx`: by the WGSL language extensions of
+    /// its instance.
+    pub fn resolve(self, ctx: &Context) -> DotPath {
         match self {
             DotPath::Auto => {
-                let has = *DOT4.get_or_init(|| {
-                    // The language features are the instance's, not an adapter's: an
-                    // instance without backends answers without touching a driver.
-                    let desc = wgpu::InstanceDescriptor {
-                        backends: wgpu::Backends::empty(),
-                        ..wgpu::InstanceDescriptor::new_without_display_handle()
-                    };
-                    wgpu::Instance::new(desc)
-                        .wgsl_language_features()
-                        .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct)
-                });
+                let has = ctx
+                    .wgsl_features()
+                    .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
                 if has { DotPath::Dot4 } else { DotPath::Scalar }
             }
             p => p,
@@ -219,7 +210,7 @@ pub fn encode(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let dot4 = path.resolve() == DotPath::Dot4;
+    let dot4 = path.resolve(ctx) == DotPath::Dot4;
     // Windows start on words, so with k % 4 == 0 every row of x and W does too.
     let aligned = k % 4 == 0;
     let whole = |t: &GpuTensor| window(ctx, t.offset(), 0, t.numel() as u64);
