@@ -324,6 +324,7 @@ mode = "asymmetric"
 [[rule]]
 pattern = "*.norm.weight"
 scheme = "f16"
+include_1d = true
 "#,
     )
     .unwrap();
@@ -365,9 +366,9 @@ scheme = "f16"
         "{plan}"
     );
     assert!(line("model.layers.0.norm.weight").contains("f16"), "{plan}");
-    // The 1-D bias is matched by "*.mlp.*", so the rule quantizes it although it is 1-D.
+    // The 1-D bias is matched by "*.mlp.*", which changes only what the defaults quantize.
     assert!(
-        line("model.layers.0.mlp.up.bias").contains("int8 asym"),
+        line("model.layers.0.mlp.up.bias").contains("keep (1-D)"),
         "{plan}"
     );
     assert!(

@@ -789,3 +789,43 @@ fn auto_prefers_the_cpu_to_a_software_adapter() {
         None => assert!(stdout.contains("on cpu:"), "{stdout}"),
     }
 }
+
+#[test]
+fn rules_leave_1d_tensors_unless_they_include_them_and_dry_runs_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let rules = dir.path().join("rules.toml");
+    let out = dir.path().join("q.safetensors");
+    // `bias` is 1-D: the first rule matches it and leaves it; the second matches nothing.
+    std::fs::write(
+        &rules,
+        "[[rule]]\npattern = \"bias\"\nscheme = \"int4\"\n\n[[rule]]\npattern = \"nothing.*\"\nscheme = \"int8\"\n",
+    )
+    .unwrap();
+    let r = rules.to_str().unwrap();
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let dry = wgquant(&["quantize", m, "-o", o, "--rules", r, "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let table = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        table.contains("rule 1 ('bias') matches only 1-D tensors"),
+        "{table}"
+    );
+    assert!(
+        table.contains("rule 2 ('nothing.*') matches no tensor"),
+        "{table}"
+    );
+    let bias = table.lines().find(|l| l.starts_with("bias ")).unwrap();
+    assert!(bias.contains("keep (1-D)"), "{bias}");
+    // With include_1d the rule quantizes it.
+    std::fs::write(
+        &rules,
+        "[[rule]]\npattern = \"bias\"\nscheme = \"int4\"\ninclude_1d = true\n",
+    )
+    .unwrap();
+    let dry = wgquant(&["quantize", m, "-o", o, "--rules", r, "--dry-run"]);
+    let table = String::from_utf8_lossy(&dry.stdout);
+    let bias = table.lines().find(|l| l.starts_with("bias ")).unwrap();
+    assert!(bias.contains("int4"), "{bias}");
+    assert!(!table.contains("warning:"), "{table}");
+}

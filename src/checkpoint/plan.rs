@@ -107,6 +107,8 @@ pub struct Plan {
     pub shards: Vec<std::ops::Range<usize>>,
     /// Input f32 bytes per streamed block the plan was made for.
     pub block_bytes: usize,
+    /// Rules that do nothing here: they match no tensor, or only 1-D tensors they leave.
+    pub warnings: Vec<String>,
 }
 
 /// Settings the plan follows.
@@ -206,7 +208,8 @@ fn decide(
         }
         return Ok((Action::Keep("not float".into()), None));
     }
-    if !explicit && t.shape.len() < 2 && !opts.include_1d {
+    // A rule changes only what the defaults would quantize, unless it includes 1-D tensors.
+    if t.shape.len() < 2 && !opts.include_1d && !rule.is_some_and(|r| r.include_1d) {
         return Ok((Action::Keep("1-D".into()), None));
     }
     if t.numel() == 0 {
@@ -331,7 +334,38 @@ pub fn make_plan(source: &Source, opts: &PlanOptions<'_>) -> Result<Plan> {
         items,
         shards,
         block_bytes: opts.block_bytes,
+        warnings: idle_rules(source, opts),
     })
+}
+
+/// A warning for each rule that changes nothing in `source`: its pattern matches no tensor,
+/// or only 1-D tensors, which it leaves unless it says `include_1d = true`.
+fn idle_rules(source: &Source, opts: &PlanOptions<'_>) -> Vec<String> {
+    opts.rules
+        .iter()
+        .filter_map(|r| {
+            let matched: Vec<&SourceTensor> = source
+                .tensors()
+                .iter()
+                .filter(|t| r.matches(&t.name))
+                .collect();
+            let all_1d = matched.iter().all(|t| t.shape.len() < 2);
+            if matched.is_empty() {
+                Some(format!(
+                    "rule {} ('{}') matches no tensor",
+                    r.index, r.source
+                ))
+            } else if all_1d && !r.skip && !r.include_1d && !opts.include_1d {
+                Some(format!(
+                    "rule {} ('{}') matches only 1-D tensors, which it leaves as they are \
+                     (add include_1d = true to change them)",
+                    r.index, r.source
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// Consecutive items into shards of at most `max` bytes (an item larger than `max` alone).
@@ -381,6 +415,9 @@ impl Plan {
                 item.bytes_out(),
                 item.rule.map_or("-".into(), |r| r.to_string())
             );
+        }
+        for w in &self.warnings {
+            s += &format!("warning: {w}\n");
         }
         s += &format!(
             "total: {} tensors, {} -> {} bytes ({:.2}x) in {} shard(s)\n",

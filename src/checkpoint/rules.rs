@@ -13,7 +13,9 @@
 //! calib = "mse"
 //! ```
 //!
-//! Settings a rule leaves out come from the command line's defaults.
+//! Settings a rule leaves out come from the command line's defaults. A rule changes only the
+//! tensors the defaults would quantize: 1-D tensors (norms, biases) only with
+//! `include_1d = true`.
 
 use std::path::Path;
 
@@ -36,6 +38,8 @@ struct RuleEntry {
     regex: Option<String>,
     #[serde(default)]
     skip: bool,
+    #[serde(default)]
+    include_1d: bool,
     #[serde(flatten)]
     args: MethodArgs,
 }
@@ -56,6 +60,9 @@ pub struct Rule {
     matcher: Matcher,
     /// Leave matching tensors as they are.
     pub skip: bool,
+    /// Also change matching 1-D tensors (norms, biases), which a rule otherwise leaves as
+    /// the defaults do.
+    pub include_1d: bool,
     /// Settings for matching tensors.
     pub args: MethodArgs,
 }
@@ -116,6 +123,7 @@ impl Rules {
                 source,
                 matcher,
                 skip: entry.skip,
+                include_1d: entry.include_1d,
                 args: entry.args,
             });
         }
@@ -132,6 +140,11 @@ impl Rules {
     /// The first rule matching `name`.
     pub fn first_match(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.matches(name))
+    }
+
+    /// The rules in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter()
     }
 
     /// Number of rules.
