@@ -6,7 +6,7 @@ mod common;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use safetensors::{Dtype, SafeTensors};
 use wgquant::checkpoint::file::{OutTensor, write_atomic};
@@ -17,16 +17,7 @@ use wgquant::quant::spec::MethodArgs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wgquant");
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("the wgquant binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+use common::{run_cli as run, stderr_of as stderr};
 
 fn value(i: usize, salt: u64) -> f32 {
     let x = ((i as u64) ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;

@@ -19,16 +19,7 @@ use wgquant::quant::{Backend, prune};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wgquant");
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("the wgquant binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+use common::{run_cli as run, stderr_of as stderr};
 
 fn fails_with(o: &Output, needle: &str) {
     let err = stderr(o);
@@ -74,8 +65,7 @@ fn values_of(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
 
 /// A deterministic pseudo-random value in [-1, 1).
 fn value(i: usize) -> f32 {
-    let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-    x as f32 / (1u64 << 23) as f32 - 1.0
+    common::hashed_value(i, 0)
 }
 
 fn write_model(path: &Path, tensors: &[(&str, Dtype, &[usize], Vec<f32>)]) {

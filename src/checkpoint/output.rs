@@ -11,6 +11,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use super::file::plain_os_error;
 use crate::error::{Error, Result};
 
 /// Temporary files not yet renamed, for [`remove_pending`].
@@ -80,15 +81,10 @@ fn resolved(p: &Path) -> Result<PathBuf> {
         path: p.into(),
         msg: match e.kind() {
             std::io::ErrorKind::NotFound => "its directory does not exist".into(),
-            _ => format!("its directory cannot be used ({})", plain(e)),
+            _ => format!("its directory cannot be used ({})", plain_os_error(e)),
         },
     })?;
     Ok(dir.join(name))
-}
-
-fn plain(e: std::io::Error) -> std::io::Error {
-    e.raw_os_error()
-        .map_or(e, std::io::Error::from_raw_os_error)
 }
 
 /// Checks that each of `outputs` may be written: its directory exists and is a directory, it
@@ -157,7 +153,7 @@ impl TempOutput {
         // Every writer comes through here: the path checks hold even for a caller that
         // skipped [`check_outputs`].
         check_outputs(&[], &[target])?;
-        let io = |e: std::io::Error| Error::io(target, plain(e));
+        let io = |e: std::io::Error| Error::io(target, plain_os_error(e));
         let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -210,7 +206,7 @@ impl TempOutput {
     pub fn reopen(&self) -> Result<std::fs::File> {
         self.file()?
             .try_clone()
-            .map_err(|e| Error::io(&self.target, plain(e)))
+            .map_err(|e| Error::io(&self.target, plain_os_error(e)))
     }
 
     /// Renames it to its final name.
@@ -246,7 +242,7 @@ pub fn persist_all(outputs: Vec<TempOutput>) -> Result<()> {
             continue;
         }
         if let Err(e) = tmp.persist(&out.target) {
-            result = Err(Error::io(&out.target, plain(e.error)));
+            result = Err(Error::io(&out.target, plain_os_error(e.error)));
         }
     }
     result
@@ -264,7 +260,7 @@ pub fn prepare_text(path: &Path, text: &str) -> Result<TempOutput> {
     let mut f = out.file()?;
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(path, plain(e)))?;
+        .map_err(|e| Error::io(path, plain_os_error(e)))?;
     Ok(out)
 }
 

@@ -244,6 +244,19 @@ pub fn hashed_value(i: usize, salt: u64) -> f32 {
     x as f32 / (1u64 << 23) as f32 - 1.0
 }
 
+/// Runs the `wgquant` binary built with these tests.
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wgquant"))
+        .args(args)
+        .output()
+        .expect("the wgquant binary runs")
+}
+
+/// A finished command's stderr as text.
+pub fn stderr_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
 /// A checkpoint tensor of [`hashed_value`]s plus `shift`, stored as `dtype` (F32, F16, BF16).
 pub fn hashed_tensor(
     dtype: safetensors::Dtype,
