@@ -7,8 +7,6 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use safetensors::Dtype;
-
 use super::disk::{self, StoredPart, TensorRecord};
 use super::pack;
 use super::quantized::{Encoding, Granularity, QuantizedTensor};
@@ -123,55 +121,23 @@ fn bad(name: &str, msg: String) -> Error {
     Error::param("wgquant record", format!("tensor '{name}': {msg}"))
 }
 
-/// Part `suffix` of `name`, of `dtype`, and of `bytes` bytes when given.
+/// The bytes of part `suffix` of `name`, whose presence, dtype and size
+/// [`disk::check_parts`] has proven.
 fn part<'a>(
     name: &str,
     get: &impl Fn(&str) -> Option<StoredPart<'a>>,
     suffix: &str,
-    dtype: Dtype,
-    bytes: Option<usize>,
 ) -> Result<&'a [u8]> {
-    let p = get(&format!("{name}{suffix}"))
-        .ok_or_else(|| bad(name, format!("part '{name}{suffix}' is missing")))?;
-    if p.dtype != dtype {
-        return Err(bad(
-            name,
-            format!("part '{name}{suffix}' is {:?}, expected {dtype:?}", p.dtype),
-        ));
-    }
-    if let Some(n) = bytes
-        && p.data.len() != n
-    {
-        return Err(bad(
-            name,
-            format!(
-                "part '{name}{suffix}' holds {} bytes, expected {n}",
-                p.data.len()
-            ),
-        ));
-    }
-    Ok(p.data)
+    get(&format!("{name}{suffix}"))
+        .map(|p| p.data)
+        .ok_or_else(|| bad(name, format!("part '{name}{suffix}' is missing")))
 }
 
-/// Elements, elements per group and groups of a record's shape, with checked products.
-fn counts(name: &str, rec: &TensorRecord) -> Result<(usize, usize, usize)> {
-    let numel = rec
-        .shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad(name, format!("shape {:?} overflows", rec.shape)))?;
-    if !(1..=16).contains(&rec.bits) {
-        return Err(bad(name, format!("{} bits per code", rec.bits)));
-    }
+/// Elements, elements per group and groups of a record checked by [`disk::check_parts`].
+fn counts(rec: &TensorRecord) -> Result<(usize, usize, usize)> {
+    let numel = rec.shape.iter().product::<usize>();
     let group_len = rec.granularity.group_len(&rec.shape)?.max(1);
     Ok((numel, group_len, numel / group_len))
-}
-
-/// Bytes of `n` packed codes of `bits` bits, stored as whole words.
-fn packed_bytes(n: usize, bits: u32) -> Option<usize> {
-    n.checked_mul(bits as usize)
-        .map(|b| b.div_ceil(32))
-        .and_then(|w| w.checked_mul(4))
 }
 
 impl<'a> StoredTensor<'a> {
@@ -187,7 +153,7 @@ impl<'a> StoredTensor<'a> {
             return Self::open_dense(name, rec, &get);
         }
         let qt = disk::from_parts(name, rec, get)?;
-        let (numel, group_len, _) = counts(name, rec)?;
+        let (numel, group_len, _) = counts(rec)?;
         let Encoding::Codebook { levels, .. } = qt.encoding else {
             return Err(bad(name, "sparse storage of a non-codebook tensor".into()));
         };
@@ -212,50 +178,31 @@ impl<'a> StoredTensor<'a> {
     ) -> Result<Self> {
         // One check for every reader: sizes, zero points, decoded range (`disk::check_parts`).
         disk::check_parts(name, rec, get)?;
-        let (numel, group_len, groups) = counts(name, rec)?;
-        let too_big = || bad(name, format!("shape {:?} is too large", rec.shape));
-        let codes = part(
-            name,
-            get,
-            disk::CODES,
-            Dtype::U32,
-            Some(packed_bytes(numel, rec.bits).ok_or_else(too_big)?),
-        )?;
+        let (numel, group_len, _) = counts(rec)?;
+        let codes = part(name, get, disk::CODES)?;
         let mask = match get(&format!("{name}{}", disk::MASK)) {
             None => None,
-            Some(_) => Some(part(
-                name,
-                get,
-                disk::MASK,
-                Dtype::U32,
-                Some(packed_bytes(numel, 1).ok_or_else(too_big)?),
-            )?),
+            Some(_) => Some(part(name, get, disk::MASK)?),
         };
-        let per_group = groups.checked_mul(4).ok_or_else(too_big)?;
         let params = match rec.encoding.as_str() {
             "affine" => {
                 let mode = rec
                     .mode
                     .ok_or_else(|| bad(name, "affine record without mode".into()))?;
                 let scheme = AffineScheme::new(rec.bits, mode)?;
-                let scale = part(name, get, disk::SCALE, Dtype::F32, Some(per_group))?;
-                let zero = if scheme.is_symmetric() {
-                    None
-                } else {
-                    Some(part(name, get, disk::ZERO, Dtype::I32, Some(per_group))?)
-                };
                 Params::Affine {
                     scheme,
-                    scale,
-                    zero,
+                    scale: part(name, get, disk::SCALE)?,
+                    zero: if scheme.is_symmetric() {
+                        None
+                    } else {
+                        Some(part(name, get, disk::ZERO)?)
+                    },
                 }
             }
-            "codebook" => {
-                let bytes = per_group.checked_mul(1 << rec.bits).ok_or_else(too_big)?;
-                Params::Codebook {
-                    levels: Cow::Borrowed(part(name, get, disk::LEVELS, Dtype::F32, Some(bytes))?),
-                }
-            }
+            "codebook" => Params::Codebook {
+                levels: Cow::Borrowed(part(name, get, disk::LEVELS)?),
+            },
             other => return Err(bad(name, format!("unknown encoding '{other}'"))),
         };
         Ok(Self {
