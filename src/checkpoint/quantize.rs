@@ -96,7 +96,6 @@ pub fn quantize_file(
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<Report> {
     let start = Instant::now();
-    output::check_input(input)?;
     let (source, plan) = plan_file(input, opts)?;
     let paths = shard_paths(output, plan.shards.len())?;
     let index = (paths.len() > 1).then(|| index_path(output));
