@@ -378,8 +378,15 @@ mod tests {
             },
             mask: None,
         };
-        let (rec, parts) =
-            disk::to_parts("w", &qt, "uniform", Dtype::F32, None, disk::Storage::Dense).unwrap();
+        let (rec, parts) = disk::to_parts(
+            "w",
+            &qt,
+            "uniform",
+            safetensors::Dtype::F32,
+            None,
+            disk::Storage::Dense,
+        )
+        .unwrap();
         let get = |n: &str| {
             parts.iter().find(|p| p.name == n).map(|p| StoredPart {
                 dtype: p.dtype,
