@@ -238,3 +238,63 @@ fn the_reference_reader_opens_the_export_when_python_has_gguf() {
         );
     }
 }
+
+/// Every ggml type, as gguf-py's own table lists it (`GGMLQuantizationType` and
+/// `GGML_QUANT_SIZES` in `gguf-py/gguf/constants.py`, llama.cpp vendored in the
+/// llama-cpp-python 0.3.36 sdist): (name, id, elements per block, bytes per block).
+const GGUF_PY_TYPES: &[(&str, u32, usize, usize)] = &[
+    ("F32", 0, 1, 4),
+    ("F16", 1, 1, 2),
+    ("Q4_0", 2, 32, 18),
+    ("Q4_1", 3, 32, 20),
+    ("Q5_0", 6, 32, 22),
+    ("Q5_1", 7, 32, 24),
+    ("Q8_0", 8, 32, 34),
+    ("Q8_1", 9, 32, 36),
+    ("Q2_K", 10, 256, 84),
+    ("Q3_K", 11, 256, 110),
+    ("Q4_K", 12, 256, 144),
+    ("Q5_K", 13, 256, 176),
+    ("Q6_K", 14, 256, 210),
+    ("Q8_K", 15, 256, 292),
+    ("IQ2_XXS", 16, 256, 66),
+    ("IQ2_XS", 17, 256, 74),
+    ("IQ3_XXS", 18, 256, 98),
+    ("IQ1_S", 19, 256, 50),
+    ("IQ4_NL", 20, 32, 18),
+    ("IQ3_S", 21, 256, 110),
+    ("IQ2_S", 22, 256, 82),
+    ("IQ4_XS", 23, 256, 136),
+    ("I8", 24, 1, 1),
+    ("I16", 25, 1, 2),
+    ("I32", 26, 1, 4),
+    ("I64", 27, 1, 8),
+    ("F64", 28, 1, 8),
+    ("IQ1_M", 29, 256, 56),
+    ("BF16", 30, 1, 2),
+    ("TQ1_0", 34, 256, 54),
+    ("TQ2_0", 35, 256, 66),
+    ("MXFP4", 39, 32, 17),
+    ("NVFP4", 40, 64, 36),
+    ("Q1_0", 41, 128, 18),
+    ("Q2_0", 42, 64, 18),
+];
+
+#[test]
+fn type_table_matches_gguf_py() {
+    assert_eq!(GgmlType::all().count(), GGUF_PY_TYPES.len());
+    for &(name, id, block, bytes) in GGUF_PY_TYPES {
+        let ty = GgmlType::from_name(name).unwrap_or_else(|| panic!("{name} unknown"));
+        assert_eq!(GgmlType::from_id(id), Some(ty), "{name}");
+        assert_eq!(
+            (ty.id(), ty.block_size(), ty.type_size()),
+            (id, block, bytes),
+            "{name}"
+        );
+        assert!(ty.name().eq_ignore_ascii_case(name), "{name}");
+    }
+    // Ids ggml removed (Q4_2, Q4_3, the interleaved Q4_0/IQ4_NL variants) and unassigned ones.
+    for id in [4, 5, 31, 32, 33, 36, 37, 38, 43, u32::MAX] {
+        assert_eq!(GgmlType::from_id(id), None, "id {id}");
+    }
+}

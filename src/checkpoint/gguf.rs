@@ -40,15 +40,14 @@ fn choose(source: &Source, t: &SourceTensor, wanted: GgmlType) -> Result<GgmlTyp
     })
 }
 
-/// The float encodings `--format gguf` offers.
+/// The float encodings `--format gguf` offers, by ggml name in either case (`q4_0`, `Q8_0`).
 pub fn parse_type(s: &str) -> Option<GgmlType> {
-    match s {
-        "q8_0" => Some(GgmlType::Q8_0),
-        "q4_0" => Some(GgmlType::Q4_0),
-        "f16" => Some(GgmlType::F16),
-        "f32" => Some(GgmlType::F32),
-        _ => None,
-    }
+    GgmlType::from_name(s).filter(|ty| {
+        matches!(
+            ty,
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::F16 | GgmlType::F32
+        )
+    })
 }
 
 /// Writes `input` as a GGUF file with float matrices in `wanted`; returns the report.

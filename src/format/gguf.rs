@@ -18,8 +18,11 @@ pub const MAGIC: u32 = 0x4655_4747;
 /// The version written.
 pub const VERSION: u32 = 3;
 
-/// ggml tensor types wgquant writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// ggml tensor types (`enum ggml_type` in llama.cpp's `ggml.h`), with their block size and
+/// bytes per block (`ggml-common.h`). Reading needs every one; wgquant encodes a subset
+/// ([`encode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
 pub enum GgmlType {
     /// 32-bit float.
     F32 = 0,
@@ -27,8 +30,44 @@ pub enum GgmlType {
     F16 = 1,
     /// Blocks of 32: an f16 scale d = (value of largest magnitude)/−8 and 4-bit codes.
     Q4_0 = 2,
+    /// Blocks of 32: f16 scale and minimum, 4-bit codes.
+    Q4_1 = 3,
+    /// Blocks of 32: f16 scale, 5-bit codes (high bits in a u32).
+    Q5_0 = 6,
+    /// Blocks of 32: f16 scale and minimum, 5-bit codes.
+    Q5_1 = 7,
     /// Blocks of 32: an f16 scale d = max|x|/127 and int8 codes.
     Q8_0 = 8,
+    /// Blocks of 32: f16 scale and sum, int8 codes (activations).
+    Q8_1 = 9,
+    /// Super-blocks of 256: 16 sub-blocks with 4-bit scales and minimums, 2-bit codes.
+    Q2_K = 10,
+    /// Super-blocks of 256: 16 sub-blocks with 6-bit scales, 3-bit codes.
+    Q3_K = 11,
+    /// Super-blocks of 256: 8 sub-blocks with 6-bit scales and minimums, 4-bit codes.
+    Q4_K = 12,
+    /// Super-blocks of 256: 8 sub-blocks with 6-bit scales and minimums, 5-bit codes.
+    Q5_K = 13,
+    /// Super-blocks of 256: 16 sub-blocks with int8 scales, 6-bit codes.
+    Q6_K = 14,
+    /// Super-blocks of 256: f32 scale, int8 codes, block sums (activations).
+    Q8_K = 15,
+    /// Lattice type, 2.06 bits per weight.
+    Iq2Xxs = 16,
+    /// Lattice type, 2.31 bits per weight.
+    Iq2Xs = 17,
+    /// Lattice type, 3.06 bits per weight.
+    Iq3Xxs = 18,
+    /// Lattice type, 1.56 bits per weight.
+    Iq1S = 19,
+    /// Blocks of 32: f16 scale, 4-bit indices into a fixed non-linear table.
+    Iq4Nl = 20,
+    /// Lattice type, 3.44 bits per weight.
+    Iq3S = 21,
+    /// Lattice type, 2.56 bits per weight.
+    Iq2S = 22,
+    /// Super-blocks of 256: 6-bit sub-block scales, 4-bit non-linear indices.
+    Iq4Xs = 23,
     /// 8-bit integer.
     I8 = 24,
     /// 16-bit integer.
@@ -39,29 +78,103 @@ pub enum GgmlType {
     I64 = 27,
     /// 64-bit float.
     F64 = 28,
+    /// Lattice type, 1.75 bits per weight.
+    Iq1M = 29,
     /// bfloat16.
     Bf16 = 30,
+    /// Ternary, 1.69 bits per weight.
+    Tq1_0 = 34,
+    /// Ternary, 2.06 bits per weight.
+    Tq2_0 = 35,
+    /// Blocks of 32: an E8M0 shared exponent and FP4 (E2M1) values.
+    Mxfp4 = 39,
+    /// Blocks of 64: four E4M3 sub-block scales and FP4 values.
+    Nvfp4 = 40,
+    /// Blocks of 128: f16 scale, 1-bit codes.
+    Q1_0 = 41,
+    /// Blocks of 64: f16 scale, 2-bit codes.
+    Q2_0 = 42,
 }
 
+/// Every type: (type, ggml id, elements per block, bytes per block, lowercase name).
+const TYPES: [(GgmlType, u32, usize, usize, &str); 35] = [
+    (GgmlType::F32, 0, 1, 4, "f32"),
+    (GgmlType::F16, 1, 1, 2, "f16"),
+    (GgmlType::Q4_0, 2, 32, 18, "q4_0"),
+    (GgmlType::Q4_1, 3, 32, 20, "q4_1"),
+    (GgmlType::Q5_0, 6, 32, 22, "q5_0"),
+    (GgmlType::Q5_1, 7, 32, 24, "q5_1"),
+    (GgmlType::Q8_0, 8, 32, 34, "q8_0"),
+    (GgmlType::Q8_1, 9, 32, 36, "q8_1"),
+    (GgmlType::Q2_K, 10, 256, 84, "q2_k"),
+    (GgmlType::Q3_K, 11, 256, 110, "q3_k"),
+    (GgmlType::Q4_K, 12, 256, 144, "q4_k"),
+    (GgmlType::Q5_K, 13, 256, 176, "q5_k"),
+    (GgmlType::Q6_K, 14, 256, 210, "q6_k"),
+    (GgmlType::Q8_K, 15, 256, 292, "q8_k"),
+    (GgmlType::Iq2Xxs, 16, 256, 66, "iq2_xxs"),
+    (GgmlType::Iq2Xs, 17, 256, 74, "iq2_xs"),
+    (GgmlType::Iq3Xxs, 18, 256, 98, "iq3_xxs"),
+    (GgmlType::Iq1S, 19, 256, 50, "iq1_s"),
+    (GgmlType::Iq4Nl, 20, 32, 18, "iq4_nl"),
+    (GgmlType::Iq3S, 21, 256, 110, "iq3_s"),
+    (GgmlType::Iq2S, 22, 256, 82, "iq2_s"),
+    (GgmlType::Iq4Xs, 23, 256, 136, "iq4_xs"),
+    (GgmlType::I8, 24, 1, 1, "i8"),
+    (GgmlType::I16, 25, 1, 2, "i16"),
+    (GgmlType::I32, 26, 1, 4, "i32"),
+    (GgmlType::I64, 27, 1, 8, "i64"),
+    (GgmlType::F64, 28, 1, 8, "f64"),
+    (GgmlType::Iq1M, 29, 256, 56, "iq1_m"),
+    (GgmlType::Bf16, 30, 1, 2, "bf16"),
+    (GgmlType::Tq1_0, 34, 256, 54, "tq1_0"),
+    (GgmlType::Tq2_0, 35, 256, 66, "tq2_0"),
+    (GgmlType::Mxfp4, 39, 32, 17, "mxfp4"),
+    (GgmlType::Nvfp4, 40, 64, 36, "nvfp4"),
+    (GgmlType::Q1_0, 41, 128, 18, "q1_0"),
+    (GgmlType::Q2_0, 42, 64, 18, "q2_0"),
+];
+
 impl GgmlType {
+    fn entry(self) -> &'static (GgmlType, u32, usize, usize, &'static str) {
+        TYPES
+            .iter()
+            .find(|e| e.0 == self)
+            .expect("every variant is in TYPES")
+    }
+
+    /// Every type ggml defines, in id order.
+    pub fn all() -> impl Iterator<Item = GgmlType> {
+        TYPES.iter().map(|e| e.0)
+    }
+
+    /// The type with ggml id `id` (as stored in a GGUF tensor info); `None` for ids ggml
+    /// removed or never assigned.
+    pub fn from_id(id: u32) -> Option<GgmlType> {
+        TYPES.iter().find(|e| e.1 == id).map(|e| e.0)
+    }
+
+    /// The type named `name`, case-insensitively (`q4_k`, `Q4_K`, `bf16`, …).
+    pub fn from_name(name: &str) -> Option<GgmlType> {
+        TYPES
+            .iter()
+            .find(|e| e.4.eq_ignore_ascii_case(name))
+            .map(|e| e.0)
+    }
+
+    /// ggml's id.
+    pub fn id(self) -> u32 {
+        self.entry().1
+    }
+
     /// Elements per block.
     pub fn block_size(self) -> usize {
-        match self {
-            GgmlType::Q4_0 | GgmlType::Q8_0 => 32,
-            _ => 1,
-        }
+        self.entry().2
     }
 
     /// Bytes per block.
     pub fn type_size(self) -> usize {
-        match self {
-            GgmlType::Q4_0 => 18,
-            GgmlType::Q8_0 => 34,
-            GgmlType::I8 => 1,
-            GgmlType::F16 | GgmlType::Bf16 | GgmlType::I16 => 2,
-            GgmlType::F32 | GgmlType::I32 => 4,
-            GgmlType::F64 | GgmlType::I64 => 8,
-        }
+        self.entry().3
     }
 
     /// Bytes of `n` elements, if `n` fills whole blocks.
@@ -72,18 +185,7 @@ impl GgmlType {
 
     /// The lowercase name (`q4_0`, …).
     pub fn name(self) -> &'static str {
-        match self {
-            GgmlType::F32 => "f32",
-            GgmlType::F16 => "f16",
-            GgmlType::Q4_0 => "q4_0",
-            GgmlType::Q8_0 => "q8_0",
-            GgmlType::I8 => "i8",
-            GgmlType::I16 => "i16",
-            GgmlType::I32 => "i32",
-            GgmlType::I64 => "i64",
-            GgmlType::F64 => "f64",
-            GgmlType::Bf16 => "bf16",
-        }
+        self.entry().4
     }
 }
 
@@ -213,7 +315,7 @@ pub fn header(kv: &[(String, Value)], tensors: &[TensorInfo]) -> Vec<u8> {
         for &d in t.shape.iter().rev() {
             out.extend((d as u64).to_le_bytes());
         }
-        out.extend((t.ty as u32).to_le_bytes());
+        out.extend(t.ty.id().to_le_bytes());
         out.extend(t.offset.to_le_bytes());
     }
     out.resize((out.len() as u64).next_multiple_of(ALIGNMENT) as usize, 0);
