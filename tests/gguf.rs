@@ -298,3 +298,42 @@ fn type_table_matches_gguf_py() {
         assert_eq!(GgmlType::from_id(id), None, "id {id}");
     }
 }
+
+#[test]
+fn export_refuses_what_llama_cpp_would_reject() {
+    // ggml's gguf.cpp refuses a whole file with a name of 64 bytes or more, or a tensor of
+    // more than 4 axes: the export names the tensor instead of writing such a file.
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(64);
+    let cases = [
+        (long.as_str(), vec![2usize, 32], "64 bytes"),
+        ("conv5d", vec![1, 1, 1, 2, 32], "5 axes"),
+    ];
+    for (name, shape, why) in cases {
+        let (_, t) = f32_tensor(&shape, 7);
+        let (_, ok) = f32_tensor(&[2, 32], 8);
+        let model = dir.path().join("m.safetensors");
+        write_atomic(
+            &model,
+            &[("ok".into(), ok), (name.into(), t)],
+            Default::default(),
+        )
+        .unwrap();
+        let out = dir.path().join("m.gguf");
+        let o = Command::new(env!("CARGO_BIN_EXE_wgquant"))
+            .args([
+                "quantize",
+                model.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ])
+            .args(["--format", "gguf", "--scheme", "q8_0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{why}: accepted");
+        assert!(err.contains(name) && err.contains(why), "{why}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{why}: {err}");
+        assert!(!out.exists(), "{why}: output written");
+    }
+}

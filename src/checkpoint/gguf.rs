@@ -20,6 +20,27 @@ use crate::quant::Backend;
 /// axes whose innermost axis fills whole blocks; F16 for other float matrices and F32 for
 /// 1-D floats (as llama.cpp's converter keeps norms); integers as they are.
 fn choose(source: &Source, t: &SourceTensor, wanted: GgmlType) -> Result<GgmlType> {
+    // llama.cpp's reader refuses the whole file for either, so refuse before writing.
+    if t.name.len() >= gguf::MAX_NAME_BYTES {
+        return Err(source.tensor_error(
+            t,
+            format!(
+                "name is {} bytes; GGUF readers accept fewer than {}",
+                t.name.len(),
+                gguf::MAX_NAME_BYTES
+            ),
+        ));
+    }
+    if t.shape.len() > gguf::MAX_DIMS {
+        return Err(source.tensor_error(
+            t,
+            format!(
+                "has {} axes; GGUF allows at most {}",
+                t.shape.len(),
+                gguf::MAX_DIMS
+            ),
+        ));
+    }
     let inner = t.shape.last().copied().unwrap_or(1);
     Ok(match t.dtype {
         Dtype::F32 | Dtype::F16 | Dtype::BF16 => {

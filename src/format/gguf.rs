@@ -17,6 +17,11 @@ pub const ALIGNMENT: u64 = 32;
 pub const MAGIC: u32 = 0x4655_4747;
 /// The version written.
 pub const VERSION: u32 = 3;
+/// A tensor name must be shorter than this many bytes (`GGML_MAX_NAME`; ggml's `gguf.cpp`
+/// refuses the file otherwise).
+pub const MAX_NAME_BYTES: usize = 64;
+/// Most axes a tensor may have (`GGML_MAX_DIMS`).
+pub const MAX_DIMS: usize = 4;
 
 /// ggml tensor types (`enum ggml_type` in llama.cpp's `ggml.h`), with their block size and
 /// bytes per block (`ggml-common.h`). Reading needs every one; wgquant encodes a subset
