@@ -1,6 +1,8 @@
 //! GGUF blocks byte-identical to the reference `gguf` Python package (vectors made by
 //! scripts/gguf_vectors.py with gguf 0.19.0 and committed in tests/data).
 
+mod common;
+
 use wgquant::format::gguf::{GgmlType, encode};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -320,17 +322,11 @@ fn export_refuses_what_llama_cpp_would_reject() {
         )
         .unwrap();
         let out = dir.path().join("m.gguf");
-        let o = Command::new(env!("CARGO_BIN_EXE_wgquant"))
-            .args([
-                "quantize",
-                model.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-            ])
-            .args(["--format", "gguf", "--scheme", "q8_0"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
+        let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+        let o = common::run_cli(&[
+            "quantize", m, "-o", o, "--format", "gguf", "--scheme", "q8_0",
+        ]);
+        let err = common::stderr_of(&o);
         assert!(!o.status.success(), "{why}: accepted");
         assert!(err.contains(name) && err.contains(why), "{why}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{why}: {err}");
