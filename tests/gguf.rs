@@ -333,3 +333,71 @@ fn export_refuses_what_llama_cpp_would_reject() {
         assert!(!out.exists(), "{why}: output written");
     }
 }
+
+#[test]
+fn the_reader_parses_an_export_and_survives_every_truncation_and_bit_flip() {
+    use wgquant::format::gguf_read::{MetaValue, read_header};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, wt) = f32_tensor(&[4, 64], 9);
+    let (_, nt) = f32_tensor(&[64], 10);
+    let model = dir.path().join("m.safetensors");
+    write_atomic(
+        &model,
+        &[("w".into(), wt), ("n".into(), nt)],
+        Default::default(),
+    )
+    .unwrap();
+    let out = dir.path().join("m.gguf");
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let r = common::run_cli(&[
+        "quantize", m, "-o", o, "--format", "gguf", "--scheme", "q4_0",
+    ]);
+    assert!(r.status.success(), "{}", common::stderr_of(&r));
+    let bytes = std::fs::read(&out).unwrap();
+    let path = out.as_path();
+    let h = read_header(path, &bytes, bytes.len() as u64).unwrap();
+    assert_eq!((h.version, h.alignment), (3, 32));
+    assert!(
+        h.metadata
+            .iter()
+            .any(|(k, v)| k == "general.alignment" && *v == MetaValue::U32(32))
+    );
+    let names: Vec<_> = h
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.ty, t.shape.clone()))
+        .collect();
+    assert!(
+        names.contains(&("w", GgmlType::Q4_0, vec![4, 64])),
+        "{names:?}"
+    );
+    assert!(names.contains(&("n", GgmlType::F32, vec![64])), "{names:?}");
+    for t in &h.tensors {
+        assert!(h.data_start + t.offset + t.bytes <= bytes.len() as u64);
+    }
+    // Every truncation of the header's fields is an error, never a panic (the padding after
+    // them is not needed); so is data cut short.
+    let ok = |n: usize| read_header(path, &bytes[..n], bytes.len() as u64).is_ok();
+    let fields_end = (0..=h.data_start as usize).find(|&n| ok(n)).unwrap();
+    assert!(
+        fields_end as u64 > h.data_start - h.alignment,
+        "{fields_end}"
+    );
+    assert!((fields_end..=h.data_start as usize).all(ok));
+    let data_end = h
+        .tensors
+        .iter()
+        .map(|t| h.data_start + t.offset + t.bytes)
+        .max()
+        .unwrap();
+    assert!(read_header(path, &bytes, data_end).is_ok());
+    assert!(read_header(path, &bytes, data_end - 1).is_err());
+    // Any single flipped bit in the header parses or fails cleanly.
+    for i in 0..h.data_start as usize {
+        for bit in 0..8 {
+            let mut b = bytes.clone();
+            b[i] ^= 1 << bit;
+            let _ = read_header(path, &b, b.len() as u64);
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod disk;
 pub mod gguf;
+pub mod gguf_read;
 pub mod huffman;
 pub mod pack;
 pub mod quantized;
