@@ -5,7 +5,8 @@
 //! `Checkpoint::open`, `Source::open`, `load_quantized`, `inspect_file`, `dequantize_file`),
 //! `records` (a record's JSON and its parts through `disk::records`, `disk::from_parts`),
 //! `huffman` (`HuffmanStream::from_bytes`, `huffman::decode`) and `sparse` (`sparse::decode`,
-//! `sparse::DenseBlocks`).
+//! `sparse::DenseBlocks`) and `gguf` (`gguf_read::read_header` over a whole file; seeds made by
+//! `scripts/gguf_fuzz_seed.py` and two `--format gguf` exports).
 //!
 //! Each case is a seed with 1 to 4 stacked mutations (bit flips; bytes, words and u64s set to
 //! edge values; truncation, extension, deletion, duplication, splicing from another seed; in
@@ -468,6 +469,12 @@ fn fuzz_huffman() {
         &mutate_headed(huffman::HEADER_BYTES),
         &case::run_huffman,
     );
+}
+
+#[test]
+fn fuzz_gguf() {
+    // The fixed part (magic, version, counts) is 24 bytes.
+    fuzz("gguf", &mutate_headed(24), &case::run_gguf);
 }
 
 #[test]

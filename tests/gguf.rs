@@ -401,3 +401,35 @@ fn the_reader_parses_an_export_and_survives_every_truncation_and_bit_flip() {
         }
     }
 }
+
+#[test]
+fn the_reader_reads_every_value_type_and_a_custom_alignment() {
+    use wgquant::format::gguf_read::{MetaValue, read_header};
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fuzz_corpus/gguf/all_value_types.gguf"
+    ));
+    let bytes = std::fs::read(path).unwrap();
+    let h = read_header(path, &bytes, bytes.len() as u64).unwrap();
+    assert_eq!((h.version, h.alignment, h.metadata.len()), (3, 64, 15));
+    let get = |k: &str| h.metadata.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    assert_eq!(get("t.i64"), MetaValue::I64(-(1 << 40)));
+    assert_eq!(get("t.f64"), MetaValue::F64(-2.25));
+    assert_eq!(get("t.bool"), MetaValue::Bool(true));
+    assert_eq!(
+        get("t.nested"),
+        MetaValue::Array(
+            9,
+            vec![
+                MetaValue::Array(4, vec![MetaValue::U32(1)]),
+                MetaValue::Array(6, vec![MetaValue::F32(0.5), MetaValue::F32(-0.5)]),
+            ]
+        )
+    );
+    let t = &h.tensors[0];
+    assert_eq!(
+        (t.name.as_str(), t.ty, t.shape.clone(), t.bytes),
+        ("blk.0.ffn_down.weight", GgmlType::Q4_K, vec![2, 256], 288)
+    );
+    assert_eq!((h.tensors[1].offset, h.data_start % 64), (320, 0));
+}

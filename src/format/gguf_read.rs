@@ -197,7 +197,7 @@ pub fn read_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<GgufHeade
         let key = String::from_utf8(c.string("metadata key")?)
             .map_err(|_| c.err("a metadata key is not UTF-8"))?;
         if !keys.insert(key.clone()) {
-            return Err(c.err(format!("duplicate metadata key '{key}'")));
+            return Err(c.err(format!("duplicate metadata key '{}'", key.escape_debug())));
         }
         let ty = c.u32("metadata type")?;
         let value = c.value(ty, 0)?;
@@ -217,7 +217,8 @@ pub fn read_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<GgufHeade
         let name = String::from_utf8(raw).map_err(|_| c.err("a tensor name is not UTF-8"))?;
         let terr = |msg: String| Error::Tensor {
             path: path.to_path_buf(),
-            tensor: name.clone(),
+            // Names come from the file: escaped, so an error stays one printable line.
+            tensor: name.escape_debug().to_string(),
             msg,
         };
         if name.len() >= MAX_NAME_BYTES {
@@ -283,7 +284,7 @@ pub fn read_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<GgufHeade
         if end.is_none_or(|e| e > file_len) {
             return Err(Error::Tensor {
                 path: path.to_path_buf(),
-                tensor: t.name.clone(),
+                tensor: t.name.escape_debug().to_string(),
                 msg: format!(
                     "data ({} bytes at {}) runs past the end of the file",
                     t.bytes, t.offset

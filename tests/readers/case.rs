@@ -317,3 +317,21 @@ pub fn check_one_line(msg: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// GGUF target: the header reader over a whole file. `Ok(true)` when it parsed; every tensor
+/// it accepts must lie within the file.
+pub fn run_gguf(input: &[u8]) -> Result<bool, String> {
+    let path = std::path::Path::new("case.gguf");
+    match wgquant::format::gguf_read::read_header(path, input, input.len() as u64) {
+        Ok(h) => {
+            for t in &h.tensors {
+                let end = h.data_start + t.offset + t.bytes;
+                if end > input.len() as u64 {
+                    return Err(format!("tensor '{}' accepted past the end", t.name));
+                }
+            }
+            Ok(true)
+        }
+        Err(e) => check_one_line(&e.to_string()).map(|_| false),
+    }
+}
